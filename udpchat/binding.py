@@ -1,0 +1,48 @@
+"""
+Open the server's UDP socket, before twistd forks or drops privileges.
+
+Binding while the command line is checked turns "port in use" or
+"permission denied" into a usage error instead of a traceback, and lets us
+make the dual-stack socket that Twisted's listenUDP cannot (it sets no
+IPV6_V6ONLY, so "::" would be dual-stack only where the host's sysctl says).
+"""
+
+import errno
+import socket
+
+# Errors that mean "this host has no usable IPv6", not "this port is bad".
+_NO_IPV6 = frozenset((errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT))
+
+
+def bind_udp(interface, port):
+    """
+    Return a non-blocking UDP socket bound to C{interface} and C{port}.
+
+    @param interface: an IP address literal, or L{None} for every interface:
+        IPv4 and IPv6 on one socket where the host has IPv6, else IPv4 only.
+    @param port: a port number, 0 for any free port.
+    @raise OSError: when the socket cannot be made or bound.
+    """
+    if interface is None:
+        try:
+            return _bind(socket.AF_INET6, "::", port)
+        except OSError as e:
+            if e.errno not in _NO_IPV6:
+                raise
+        return _bind(socket.AF_INET, "0.0.0.0", port)
+    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+    return _bind(family, interface, port)
+
+
+def _bind(family, host, port):
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            # Serve IPv4 peers too where the address allows it ("::").
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -1,0 +1,219 @@
+"""
+The udpchat wire format: datagrams in, request objects out, reply bytes back.
+
+This module is the only place where bytes become text and text becomes bytes,
+and the only place that knows the numeric request codes.  No I/O here, and no
+knowledge of rooms or members: L{udpchat.room} decides what a request means.
+
+The protocol reference (for people writing clients) is in README.rst; the
+limits it states are the constants below.
+"""
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+MAX_NAME_CHARS = 32
+"""A name is 1 to this many code points."""
+
+MAX_TEXT_BYTES = 1024
+"""A chat text is at most this many bytes of UTF-8."""
+
+MAX_REQUEST_BYTES = len(b"2 ") + MAX_TEXT_BYTES
+"""The largest legal request, without its optional line ending (1028)."""
+
+MAX_DATAGRAM_BYTES = MAX_REQUEST_BYTES + len(b"\r\n")
+"""The largest datagram that can hold a legal request (1030)."""
+
+ILLEGAL = b"Illegal message"
+"""The one reply to every request the server refuses."""
+
+EMPTY = b""
+"""The acknowledgement: an empty datagram."""
+
+
+class IllegalMessage(Exception):
+    """
+    A request that the protocol refuses; the reply to it is L{ILLEGAL}.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """C{1 Name}: become a member called C{name}."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    """C{2 Text}: queue C{text} for every other member."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rename:
+    """C{3 New}: change the sender's name to C{name}."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """C{4}: stop being a member."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """C{5}: ask for the pending lines."""
+
+
+LEAVE = Leave()
+FETCH = Fetch()
+
+_RESERVED_NAME = re.compile(r"and \d+ more\Z")
+
+# Characters no name may hold: the Unicode categories below, plus the line
+# and paragraph separators, which terminals and chat views render as breaks.
+_FORBIDDEN_IN_NAME = frozenset(("Cc", "Cf"))
+_SEPARATORS = frozenset("\u2028\u2029")
+
+
+def _check_name(name):
+    """
+    Return C{name} if it is a legal member name, else raise L{IllegalMessage}.
+    Uniqueness is the room's business, not the wire's.
+    """
+    if not 1 <= len(name) <= MAX_NAME_CHARS:
+        raise IllegalMessage("name length")
+    if name[0].isspace() or name[-1].isspace():
+        raise IllegalMessage("name padded with whitespace")
+    if name == "Illegal message" or _RESERVED_NAME.match(name):
+        raise IllegalMessage("reserved name")
+    for char in name:
+        if (
+            char == ","
+            or char in _SEPARATORS
+            or unicodedata.category(char) in _FORBIDDEN_IN_NAME
+        ):
+            raise IllegalMessage("forbidden character in name")
+    return name
+
+
+def _check_text(text):
+    """
+    Return C{text} if it is a legal chat text, else raise L{IllegalMessage}.
+    The byte length is checked by the caller, which still has the bytes.
+    """
+    if text.isspace():
+        raise IllegalMessage("blank text")
+    for char in text:
+        if char in _SEPARATORS or (
+            char != "\t" and unicodedata.category(char) == "Cc"
+        ):
+            raise IllegalMessage("forbidden character in text")
+    return text
+
+
+def parse_request(datagram):
+    """
+    Parse one datagram into a request object.
+
+    @param datagram: the bytes as received, at most L{MAX_DATAGRAM_BYTES} of
+        them for a legal request (longer ones are refused, never truncated).
+    @return: a L{Join}, L{Say}, L{Rename}, L{Leave} or L{Fetch}.
+    @raise IllegalMessage: for anything the protocol does not allow.
+    """
+    if len(datagram) > MAX_DATAGRAM_BYTES:
+        raise IllegalMessage("too long")
+    if datagram.endswith(b"\r\n"):
+        datagram = datagram[:-2]
+    elif datagram.endswith(b"\n"):
+        datagram = datagram[:-1]
+    if datagram == b"4":
+        return LEAVE
+    if datagram == b"5":
+        return FETCH
+    # Every other legal request is "C ARG" with C one ASCII digit 1-3 and a
+    # non-empty ARG.  Checking the bytes first keeps int() and its liberal
+    # idea of a digit (" 5", "+5", Arabic-Indic digits) out of the parser.
+    if len(datagram) < 3 or datagram[1:2] != b" ":
+        raise IllegalMessage("malformed request")
+    code = datagram[:1]
+    argument = datagram[2:]
+    if code == b"2":
+        if len(argument) > MAX_TEXT_BYTES:
+            raise IllegalMessage("text too long")
+        return Say(_check_text(_decode(argument)))
+    if code == b"1":
+        return Join(_check_name(_decode(argument)))
+    if code == b"3":
+        return Rename(_check_name(_decode(argument)))
+    raise IllegalMessage("unknown code")
+
+
+def _decode(argument):
+    try:
+        return argument.decode("utf-8")
+    except UnicodeDecodeError:
+        raise IllegalMessage("not UTF-8") from None
+
+
+# The lines queued for members.  A line is encoded once, when it is queued,
+# and keeps the name its author had at that moment.
+
+
+def said(name, text):
+    """The line C{2 Text} queues: C{Name: Text}."""
+    return f"{name}: {text}".encode()
+
+
+def joined(name):
+    """The line C{1 Name} queues."""
+    return f"{name} has joined".encode()
+
+
+def renamed(old, new):
+    """The line C{3 New} queues."""
+    return f"{old} changed his name to {new}".encode()
+
+
+def left(name):
+    """The line C{4} queues."""
+    return f"{name} has left the group".encode()
+
+
+LINE_SEPARATOR = b"\n"
+"""Separates the lines of a reply to C{5}."""
+
+
+def member_list(names, total, max_bytes):
+    """
+    Build the reply to C{1 Name}: the other members' names, newest first.
+
+    @param names: an iterable of the other members' names, newest first.
+    @param total: how many names C{names} yields.
+    @param max_bytes: the reply cap.
+    @return: C{Cy, Bo}; when not every name fits, as many as fit and then
+        C{and N more}, all within C{max_bytes}.
+    """
+    shown, size = [], 0
+    for name in names:
+        item = name.encode()
+        grown = size + len(item) + (2 if shown else 0)
+        if grown > max_bytes:
+            break
+        shown.append(item)
+        size = grown
+    else:
+        return b", ".join(shown)
+    # Not every name fits: drop the oldest shown until ", and N more" does.
+    while True:
+        tail = b"and %d more" % (total - len(shown),)
+        if not shown or size + 2 + len(tail) <= max_bytes:
+            break
+        dropped = shown.pop()
+        size -= len(dropped) + (2 if shown else 0)
+    shown.append(tail)
+    return b", ".join(shown)
