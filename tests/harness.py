@@ -1,0 +1,221 @@
+"""
+Real processes for end-to-end tests: the installed C{twistd udpchat} and
+C{python -m udpchat.client} as subprocesses, and real UDP sockets as members.
+
+Everything here talks to loopback only, waits with deadlines rather than
+sleeps, and ends only the processes it started, by their PID.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+TWISTD = str(BIN / "twistd")
+DEADLINE = 10.0  # seconds to wait for anything that should happen at once
+LISTENING = re.compile(r"udpchat listening on UDP (\S+) port (\d+)")
+
+
+def wait_for(predicate, timeout=DEADLINE, interval=0.02):
+    """
+    Poll C{predicate} until it returns something true, and return that.
+
+    @raise AssertionError: if C{timeout} seconds pass first.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {predicate}")
+        time.sleep(interval)
+
+
+class OutputReader:
+    """
+    Collect a subprocess's output lines in a thread, so tests can wait for a
+    line with a deadline instead of blocking on a pipe.
+    """
+
+    def __init__(self, stream):
+        self.lines = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream):
+        for line in iter(stream.readline, b""):
+            self.lines.append(line.decode("utf-8", "replace").rstrip("\n"))
+        stream.close()
+
+    def text(self):
+        return "\n".join(self.lines)
+
+    def search(self, pattern):
+        """The first match of C{pattern} in any line so far, or None."""
+        for line in list(self.lines):
+            match = re.search(pattern, line)
+            if match:
+                return match
+        return None
+
+    def join(self, timeout=DEADLINE):
+        self._thread.join(timeout)
+
+
+def run_isolated(argv, **kwargs):
+    """
+    Run C{argv} to completion from an empty directory (so that only the
+    installed package is importable), and return the CompletedProcess.
+    """
+    with tempfile.TemporaryDirectory() as cwd:
+        return subprocess.run(
+            argv, cwd=cwd, capture_output=True, timeout=60, stdin=subprocess.DEVNULL, **kwargs
+        )
+
+
+class Server:
+    """
+    The real C{twistd -n udpchat} on a free loopback port.
+
+    @ivar port: the port it reported in its start-up event.
+    """
+
+    def __init__(self, *options, interface="127.0.0.1", twistd_options=(), argv=None):
+        self.cwd = tempfile.TemporaryDirectory()
+        if argv is None:
+            argv = [TWISTD, "-n", "--pidfile=", *twistd_options, "udpchat", "--port", "0"]
+            if interface is not None:
+                argv += ["--interface", interface]
+            argv += list(options)
+        self.process = subprocess.Popen(
+            argv,
+            cwd=self.cwd.name,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self.output = OutputReader(self.process.stdout)
+        match = wait_for(self._started)
+        self.host, self.port = match.group(1), int(match.group(2))
+
+    def _started(self):
+        if self.process.poll() is not None:
+            self.output.join()
+            raise AssertionError(f"twistd exited early:\n{self.output.text()}")
+        return self.output.search(LISTENING)
+
+    def address(self, host="127.0.0.1"):
+        return (host, self.port)
+
+    def stop(self):
+        """SIGTERM the server, wait for it, and return its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(DEADLINE)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait(DEADLINE)
+        self.output.join()
+        self.cwd.cleanup()
+        return code
+
+
+class Member:
+    """
+    A real UDP socket that sends requests to a server and reads replies.
+    """
+
+    def __init__(self, server_address, family=None):
+        if family is None:
+            family = socket.AF_INET6 if ":" in server_address[0] else socket.AF_INET
+        self.server_address = server_address
+        self.socket = socket.socket(family, socket.SOCK_DGRAM)
+        self.socket.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
+        self.socket.settimeout(DEADLINE)
+
+    def request(self, datagram):
+        """Send C{datagram} and return the one reply datagram."""
+        self.socket.sendto(datagram, self.server_address)
+        reply, sender = self.socket.recvfrom(70000)
+        assert sender[:2] == self.server_address, sender
+        return reply
+
+    def expect_silence(self, seconds=0.3):
+        """Assert that nothing arrives within C{seconds}."""
+        self.socket.settimeout(seconds)
+        try:
+            data = self.socket.recv(70000)
+        except socket.timeout:
+            return
+        finally:
+            self.socket.settimeout(DEADLINE)
+        raise AssertionError(f"unexpected datagram {data!r}")
+
+    def close(self):
+        self.socket.close()
+
+
+class Client:
+    """
+    The real C{python -m udpchat.client} as a subprocess, its stdin a pipe.
+    """
+
+    def __init__(self, *argv, stdin=subprocess.PIPE, env=None):
+        self.cwd = tempfile.TemporaryDirectory()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "udpchat.client", *argv],
+            cwd=self.cwd.name,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        self.stdout = OutputReader(self.process.stdout)
+        self.stderr = OutputReader(self.process.stderr)
+
+    def type(self, text):
+        """Write C{text} (str) to the client's stdin."""
+        self.process.stdin.write(text.encode("utf-8"))
+        self.process.stdin.flush()
+
+    def end_input(self):
+        self.process.stdin.close()
+
+    def wait(self, timeout=DEADLINE):
+        """Wait for the client to exit; return its exit code."""
+        try:
+            code = self.process.wait(timeout)
+        finally:
+            self.kill()
+        self.stdout.join()
+        self.stderr.join()
+        return code
+
+    def kill(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(DEADLINE)
+        self.cwd.cleanup()
+
+
+def free_port(family=socket.AF_INET, host="127.0.0.1"):
+    """A UDP port that was free a moment ago on C{host}."""
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def environment(**changes):
+    """A copy of os.environ with C{changes} applied."""
+    env = dict(os.environ)
+    env.update(changes)
+    return env
