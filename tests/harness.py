@@ -103,7 +103,11 @@ class Server:
             stderr=subprocess.STDOUT,
         )
         self.output = OutputReader(self.process.stdout)
-        match = wait_for(self._started)
+        try:
+            match = wait_for(self._started)
+        except BaseException:
+            self.stop()  # nobody else holds this process to stop it
+            raise
         self.host, self.port = match.group(1), int(match.group(2))
 
     def _started(self):

@@ -252,7 +252,7 @@ class Console(Protocol):
             self.client.send(line)
 
     def _refuse(self, size):
-        size = "more than 1030" if size is None else size
+        size = f"more than {wire.MAX_DATAGRAM_BYTES}" if size is None else size
         complain(
             f"line not sent: {size} bytes, and no request is longer than "
             f"{wire.MAX_REQUEST_BYTES}"

@@ -20,10 +20,10 @@ MAX_TEXT_BYTES = 1024
 """A chat text is at most this many bytes of UTF-8."""
 
 MAX_REQUEST_BYTES = len(b"2 ") + MAX_TEXT_BYTES
-"""The largest legal request, without its optional line ending (1028)."""
+"""The largest legal request, without its optional line ending (1026)."""
 
 MAX_DATAGRAM_BYTES = MAX_REQUEST_BYTES + len(b"\r\n")
-"""The largest datagram that can hold a legal request (1030)."""
+"""The largest datagram that can hold a legal request, with "\\r\\n" (1028)."""
 
 ILLEGAL = b"Illegal message"
 """The one reply to every request the server refuses."""

@@ -1,0 +1,534 @@
+"""
+End-to-end tests of the real C{twistd udpchat}: the protocol over IPv4, IPv6
+and a dual-stack socket, what it logs, how it refuses bad command lines, the
+reply cap, daemon mode, the systemd unit and shutdown on SIGTERM.
+
+Every server here is a real twistd subprocess on loopback, every member a real
+UDP socket; waits have deadlines, and every process started is ended by PID.
+"""
+
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from harness import DEADLINE, LISTENING, TWISTD, Member, Server, run_isolated, wait_for
+
+ILLEGAL = b"Illegal message"
+UNIT = Path(__file__).parent.parent / "contrib" / "udpchat.service"
+
+
+def start_server(case, *options, **kwargs):
+    """Start a L{Server} that C{case} stops when it ends."""
+    server = Server(*options, **kwargs)
+    case.addCleanup(server.stop)
+    return server
+
+
+def add_member(case, address, family=None):
+    """A L{Member} socket that C{case} closes when it ends."""
+    member = Member(address, family)
+    case.addCleanup(member.close)
+    return member
+
+
+def drain(member, limit=1000):
+    """
+    Poll until the reply is empty; return the non-empty replies, in order.
+    """
+    replies = []
+    for _ in range(limit):
+        reply = member.request(b"5")
+        if not reply:
+            return replies
+        replies.append(reply)
+    raise AssertionError(f"still polling after {limit} replies")
+
+
+def lines_of(replies):
+    """The lines of poll replies, in order."""
+    return [line for reply in replies for line in reply.split(b"\n")]
+
+
+def assert_packed(case, replies, lines, cap):
+    """
+    Assert that each of C{replies} is at most C{cap} bytes, and that each but
+    the last is full: the next of C{lines} would not have fitted.
+    """
+    taken = 0
+    for reply in replies:
+        case.assertLessEqual(len(reply), cap)
+        taken += reply.count(b"\n") + 1
+        if taken < len(lines):
+            case.assertGreater(len(reply) + 1 + len(lines[taken]), cap)
+
+
+def process_ended(pid):
+    """Whether process C{pid} has exited."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # Where nothing reaps orphans (some container inits), an exited daemon
+    # stays a zombie, which signal 0 still finds.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def read_pid(pidfile):
+    """The PID in C{pidfile}, or None while it is missing or incomplete."""
+    try:
+        return int(pidfile.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def unit_settings():
+    """The C{(section, key, value)} settings of the systemd unit, in order."""
+    settings, section, pending = [], None, ""
+    for raw in UNIT.read_text().splitlines():
+        line = pending + raw.strip()
+        pending = ""
+        if line.endswith("\\"):
+            pending = line[:-1] + " "
+            continue
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+            continue
+        key, _, value = line.partition("=")
+        settings.append((section, key.strip(), value.strip()))
+    return settings
+
+
+class IPv4ProtocolTests(SynchronousTestCase):
+    """
+    The protocol, end to end, between member sockets and twistd on 127.0.0.1.
+    """
+
+    def test_members_join_say_rename_leave_and_poll(self):
+        """Join lists the others newest first; a poll returns queued lines oldest first."""
+        server = start_server(self)
+        ann, bob, cy = (add_member(self, server.address()) for _ in range(3))
+        self.assertEqual(ann.request(b"1 Ann"), b"")
+        self.assertEqual(bob.request(b"1 Bob"), b"Ann")
+        self.assertEqual(cy.request(b"1 Cy"), b"Bob, Ann")
+        self.assertEqual(ann.request(b"5"), b"Bob has joined\nCy has joined")
+        self.assertEqual(ann.request(b"2 Hello, all"), b"")
+        self.assertEqual(bob.request(b"2 Hi Ann"), b"")
+        self.assertEqual(bob.request(b"3 Robert"), b"")
+        self.assertEqual(cy.request(b"4"), b"")
+        self.assertEqual(
+            ann.request(b"5"),
+            b"Bob: Hi Ann\nBob changed his name to Robert\nCy has left the group",
+        )
+        self.assertEqual(
+            bob.request(b"5"), b"Cy has joined\nAnn: Hello, all\nCy has left the group"
+        )
+        self.assertEqual(ann.request(b"5"), b"")
+        self.assertEqual(cy.request(b"5"), ILLEGAL)
+
+    def test_illegal_requests_get_illegal_message_and_change_nothing(self):
+        """Malformed, non-UTF-8 and oversize datagrams get exactly b"Illegal message"."""
+        server = start_server(self)
+        ann, bob, stranger = (add_member(self, server.address()) for _ in range(3))
+        self.assertEqual(ann.request(b"1 Ann"), b"")
+        self.assertEqual(bob.request(b"1 Bob"), b"Ann")
+        self.assertEqual(ann.request(b"5"), b"Bob has joined")
+        largest = b"2 " + "\N{LATIN SMALL LETTER E WITH ACUTE}".encode() * 512 + b"\r\n"
+        self.assertEqual(len(largest), 1028)
+        # Each oversize datagram starts with the largest legal request, so
+        # that reading it truncated would deliver a line.
+        illegal = [
+            b"2 \xff\xfe",
+            b"3 \xc3",
+            b"",
+            b"6",
+            b"5 ",
+            b" 5",
+            largest + b"!",
+            largest + b"!!!",
+            largest + b"x" * (5000 - len(largest)),
+        ]
+        self.assertEqual([len(d) for d in illegal[-3:]], [1029, 1031, 5000])
+        for datagram in illegal:
+            self.assertEqual(
+                bob.request(datagram), ILLEGAL, f"{datagram[:20]!r}, {len(datagram)} bytes"
+            )
+        self.assertEqual(stranger.request(b"1 \xff"), ILLEGAL)
+        self.assertEqual(stranger.request(b"5"), ILLEGAL)
+        self.assertEqual(ann.request(b"5"), b"")
+        self.assertEqual(bob.request(b"5"), b"")
+
+    def test_largest_legal_request_is_delivered_without_line_ending(self):
+        """A 1028-byte "2 " + 1024 bytes + CRLF is legal and queued without the CRLF."""
+        server = start_server(self)
+        ann, bob = (add_member(self, server.address()) for _ in range(2))
+        text = "\N{LATIN SMALL LETTER E WITH ACUTE}".encode() * 512
+        self.assertEqual(ann.request(b"1 Ann"), b"")
+        self.assertEqual(bob.request(b"1 Bob"), b"Ann")
+        self.assertEqual(bob.request(b"2 " + text + b"\r\n"), b"")
+        self.assertEqual(ann.request(b"5"), b"Bob has joined\nBob: " + text)
+
+
+class IPv6Tests(SynchronousTestCase):
+    """
+    twistd listening on ::1.
+    """
+
+    def test_members_chat_over_ipv6(self):
+        """Members on ::1 join, chat and poll; the log shows [::1]:port."""
+        server = start_server(self, interface="::1")
+        self.assertEqual(server.host, "::1")
+        ann, bob = (add_member(self, server.address("::1")) for _ in range(2))
+        self.assertEqual(ann.socket.family, socket.AF_INET6)
+        self.assertEqual(ann.request(b"1 Ann"), b"")
+        self.assertEqual(bob.request(b"1 Bob"), b"Ann")
+        self.assertEqual(bob.request(b"2 over six"), b"")
+        self.assertEqual(ann.request(b"5"), b"Bob has joined\nBob: over six")
+        port = ann.socket.getsockname()[1]
+        wait_for(lambda: server.output.search(rf"'Ann' joined from \[::1\]:{port}\b"))
+
+
+class DualStackTests(SynchronousTestCase):
+    """
+    twistd without --interface: one socket on "::" that serves IPv4 too.
+    """
+
+    def test_ipv4_and_ipv6_members_chat_with_each_other(self):
+        """An IPv4 and an IPv6 member share the room; the log shows plain IPv4."""
+        server = start_server(self, interface=None)
+        self.assertEqual(server.host, "::")
+        four = add_member(self, ("127.0.0.1", server.port))
+        six = add_member(self, ("::1", server.port))
+        self.assertEqual(four.socket.family, socket.AF_INET)
+        self.assertEqual(six.socket.family, socket.AF_INET6)
+        self.assertEqual(four.request(b"1 Four"), b"")
+        self.assertEqual(six.request(b"1 Six"), b"Four")
+        self.assertEqual(four.request(b"2 hello from v4"), b"")
+        self.assertEqual(six.request(b"5"), b"Four: hello from v4")
+        self.assertEqual(six.request(b"2 hello from v6"), b"")
+        self.assertEqual(four.request(b"5"), b"Six has joined\nSix: hello from v6")
+        self.assertEqual(four.request(b"4"), b"")
+        self.assertEqual(six.request(b"5"), b"Four has left the group")
+        port = four.socket.getsockname()[1]
+        wait_for(lambda: server.output.search(rf"'Four' joined from 127\.0\.0\.1:{port}\b"))
+        wait_for(lambda: server.output.search(rf"'Four' at 127\.0\.0\.1:{port} left"))
+        self.assertNotIn("::ffff:", server.output.text())
+
+
+class LoggingTests(SynchronousTestCase):
+    """
+    What twistd udpchat writes to its log.
+    """
+
+    def chat(self, server, count):
+        """
+        Have Ann say C{count} lines that Bob polls, then Bob leave; wait for
+        the leave event, so that the output holds everything before it.
+        """
+        ann, bob = (add_member(self, server.address()) for _ in range(2))
+        self.assertEqual(ann.request(b"1 Ann"), b"")
+        self.assertEqual(bob.request(b"1 Bob"), b"Ann")
+        said = [b"whisper-%03d" % (i,) for i in range(count)]
+        for text in said:
+            self.assertEqual(ann.request(b"2 " + text), b"")
+        self.assertEqual(lines_of(drain(bob)), [b"Ann: " + text for text in said])
+        self.assertEqual(bob.request(b"4"), b"")
+        wait_for(lambda: server.output.search(r"'Bob' at \S+ left"))
+
+    def test_listening_event_is_logged_once(self):
+        """The start-up line names the bound host and port, once."""
+        server = start_server(self)
+        self.assertEqual(server.host, "127.0.0.1")
+        self.assertNotEqual(server.port, 0)
+        self.chat(server, 1)
+        events = [m.groups() for m in map(LISTENING.search, server.output.lines) if m]
+        self.assertEqual(events, [("127.0.0.1", str(server.port))])
+
+    def test_default_level_logs_no_chat_text_or_requests(self):
+        """At the default level 200 chat lines and their polls add no log lines."""
+        server = start_server(self)
+        self.chat(server, 200)
+        output = server.output.text()
+        self.assertNotIn("whisper", output)
+        self.assertNotIn(" sent ", output)
+        self.assertLess(len(server.output.lines), 20, output)
+
+    def test_debug_level_logs_every_request(self):
+        """With --log-level debug every request is logged, chat text included."""
+        server = start_server(self, "--log-level", "debug")
+        self.chat(server, 200)
+        said = r"127\.0\.0\.1:\d+ sent b'2 whisper-\d{3}'"
+        self.assertEqual(sum(bool(re.search(said, line)) for line in server.output.lines), 200)
+        self.assertTrue(server.output.search(r"127\.0\.0\.1:\d+ sent b'5'"))
+
+
+class CommandLineTests(SynchronousTestCase):
+    """
+    Bad command lines: a non-zero exit and one reason line, never a traceback.
+    """
+
+    def assert_refused(self, options, *mentions):
+        """
+        Run C{twistd -n udpchat OPTIONS}; assert that it fails with a last
+        line that gives the reason and mentions each of C{mentions}.
+        """
+        result = run_isolated([TWISTD, "-n", "--pidfile=", "udpchat", *options])
+        output = (result.stdout + result.stderr).decode("utf-8", "replace")
+        self.assertNotEqual(result.returncode, 0, output)
+        self.assertNotIn("Traceback", output)
+        reason = [line for line in output.splitlines() if line.strip()][-1]
+        self.assertTrue(reason.startswith(TWISTD), reason)
+        for mention in mentions:
+            self.assertIn(mention, reason)
+
+    def test_port_that_is_not_a_number_is_refused(self):
+        """--port abc is refused with a reason."""
+        self.assert_refused(["--interface", "127.0.0.1", "--port", "abc"], "--port", "'abc'")
+
+    def test_port_above_65535_is_refused(self):
+        """--port 70000 is refused with a reason."""
+        self.assert_refused(["--interface", "127.0.0.1", "--port", "70000"], "--port", "'70000'")
+
+    def test_negative_port_is_refused(self):
+        """--port -1 is refused with a reason."""
+        self.assert_refused(["--interface", "127.0.0.1", "--port", "-1"], "--port", "'-1'")
+
+    def test_interface_that_is_not_an_ip_address_is_refused(self):
+        """--interface not-an-ip is refused with a reason."""
+        self.assert_refused(
+            ["--port", "0", "--interface", "not-an-ip"], "--interface", "'not-an-ip'"
+        )
+
+    def test_max_reply_bytes_below_1200_is_refused(self):
+        """--max-reply-bytes 100 is refused with a reason."""
+        self.assert_refused(
+            ["--port", "0", "--interface", "127.0.0.1", "--max-reply-bytes", "100"],
+            "--max-reply-bytes",
+            "'100'",
+        )
+
+    def test_max_reply_bytes_above_largest_udp_payload_is_refused(self):
+        """--max-reply-bytes 70000 is refused with a reason."""
+        self.assert_refused(
+            ["--port", "0", "--interface", "127.0.0.1", "--max-reply-bytes", "70000"],
+            "--max-reply-bytes",
+            "'70000'",
+        )
+
+    def test_unknown_log_level_is_refused(self):
+        """--log-level loud is refused with a reason."""
+        self.assert_refused(
+            ["--port", "0", "--interface", "127.0.0.1", "--log-level", "loud"],
+            "--log-level",
+            "'loud'",
+        )
+
+    def test_unknown_option_is_refused(self):
+        """--bogus-option is refused with a reason."""
+        self.assert_refused(
+            ["--port", "0", "--interface", "127.0.0.1", "--bogus-option"], "--bogus-option"
+        )
+
+    def test_port_in_use_is_refused(self):
+        """A port another socket holds is refused with a reason naming the port."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+            holder.bind(("127.0.0.1", 0))
+            port = str(holder.getsockname()[1])
+            self.assert_refused(["--port", port, "--interface", "127.0.0.1"], port)
+
+    # "Permission denied" (port 1 as a non-root user) is not tested: these
+    # tests run as root, where binding port 1 succeeds.
+
+
+class ReplyCapTests(SynchronousTestCase):
+    """
+    --max-reply-bytes caps every reply, join and poll alike.
+    """
+
+    def backlog(self, max_reply_bytes, count=80):
+        """
+        Queue C{count} lines of exactly 1000 bytes for a member of a server
+        with C{max_reply_bytes}; return the lines and the replies that poll
+        them.
+        """
+        server = start_server(self, "--max-reply-bytes", str(max_reply_bytes))
+        writer, reader = (add_member(self, server.address()) for _ in range(2))
+        self.assertEqual(writer.request(b"1 Writer"), b"")
+        self.assertEqual(reader.request(b"1 Reader"), b"Writer")
+        lines = []
+        for i in range(count):
+            line = b"Writer: %04d " % (i,)
+            line += b"x" * (1000 - len(line))
+            lines.append(line)
+            self.assertEqual(writer.request(b"2 " + line[len(b"Writer: ") :]), b"")
+        return lines, drain(reader)
+
+    def test_join_reply_is_capped_with_and_n_more(self):
+        """With 40 long names in the room, a join reply fits 1200 bytes and counts the rest."""
+        server = start_server(self, "--max-reply-bytes", "1200")
+        names = [f"member-{i:02d}-".ljust(32, "x").encode() for i in range(40)]
+        for name in names:
+            add_member(self, server.address()).request(b"1 " + name)
+        reply = add_member(self, server.address()).request(b"1 Newcomer")
+        self.assertLessEqual(len(reply), 1200)
+        *shown, tail = reply.split(b", ")
+        more = re.fullmatch(rb"and (\d+) more", tail)
+        self.assertTrue(more, reply)
+        self.assertTrue(shown, reply)
+        self.assertEqual(shown, names[::-1][: len(shown)])
+        self.assertEqual(int(more.group(1)), len(names) - len(shown))
+
+    def test_backlog_comes_in_capped_polls_each_line_once_in_order(self):
+        """80 pending 1000-byte lines come over several polls of at most 1200 bytes."""
+        lines, replies = self.backlog(1200)
+        self.assertGreater(len(replies), 1)
+        assert_packed(self, replies, lines, 1200)
+        self.assertEqual(lines_of(replies), lines)
+
+    def test_larger_cap_sends_backlog_in_fewer_larger_replies(self):
+        """With --max-reply-bytes 65507 the same backlog comes in fewer, larger replies."""
+        lines, small = self.backlog(1200)
+        same, large = self.backlog(65507)
+        self.assertEqual(same, lines)
+        self.assertEqual(lines_of(large), lines)
+        self.assertLess(len(large), len(small))
+        self.assertGreater(max(map(len, large)), 1200)
+        assert_packed(self, large, lines, 65507)
+
+
+class DaemonTests(SynchronousTestCase):
+    """
+    twistd without -n: it detaches, writes a pidfile and a logfile.
+    """
+
+    def test_daemon_serves_and_stops_on_sigterm(self):
+        """A daemonized server writes its pidfile and log, chats, and exits on SIGTERM."""
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        cwd = Path(directory.name)
+        pidfile, logfile = cwd / "twistd.pid", cwd / "twistd.log"
+        started = {}
+
+        def end_daemon():
+            pid = started.get("pid") or read_pid(pidfile)
+            if pid is None or process_ended(pid):
+                return
+            os.kill(pid, signal.SIGTERM)
+            try:
+                wait_for(lambda: process_ended(pid))
+            except AssertionError:
+                os.kill(pid, signal.SIGKILL)
+
+        self.addCleanup(end_daemon)
+        result = subprocess.run(
+            [TWISTD, "--pidfile", str(pidfile), "--logfile", str(logfile),
+             "udpchat", "--port", "0", "--interface", "127.0.0.1"],
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=DEADLINE,
+        )
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        pid = started["pid"] = wait_for(lambda: read_pid(pidfile))
+        self.assertNotEqual(pid, os.getpid())
+        match = wait_for(lambda: logfile.exists() and LISTENING.search(logfile.read_text()))
+        self.assertEqual(match.group(1), "127.0.0.1")
+        ann, bob = (add_member(self, ("127.0.0.1", int(match.group(2)))) for _ in range(2))
+        self.assertEqual(ann.request(b"1 Ann"), b"")
+        self.assertEqual(bob.request(b"1 Bob"), b"Ann")
+        self.assertEqual(bob.request(b"2 from a daemon"), b"")
+        self.assertEqual(ann.request(b"5"), b"Bob has joined\nBob: from a daemon")
+
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not pidfile.exists())
+        wait_for(lambda: process_ended(pid))
+        self.assertNotIn("Traceback", logfile.read_text())
+        self.assertEqual(sorted(p.name for p in cwd.iterdir()), ["twistd.log"])
+
+
+class SystemdUnitTests(SynchronousTestCase):
+    """
+    contrib/udpchat.service runs a working server, the way systemd would.
+    """
+
+    def values(self, key):
+        """The values the unit's [Service] section gives C{key}."""
+        return [v for section, k, v in unit_settings() if section == "Service" and k == key]
+
+    def test_exec_start_runs_a_server_members_can_chat_with(self):
+        """The unit's ExecStart, on a free loopback port, serves chat in the foreground."""
+        [command] = self.values("ExecStart")
+        argv = shlex.split(command.lstrip("-+!:"))
+        self.assertTrue(os.path.isabs(argv[0]), argv[0])
+        self.assertEqual(Path(argv[0]).name, "twistd")
+        self.assertIn("udpchat", argv)
+        # Type=simple needs the foreground; a daemon would also escape cleanup.
+        twistd_options = argv[1 : argv.index("udpchat")]
+        self.assertTrue({"-n", "--nodaemon"} & set(twistd_options), argv)
+        argv[0] = TWISTD
+        for i, arg in enumerate(argv):
+            if arg in ("--port", "-p"):
+                argv[i + 1] = "0"
+            elif arg.startswith("--port="):
+                argv[i] = "--port=0"
+        argv += ["--interface", "127.0.0.1"]
+        server = start_server(self, argv=argv)
+        self.assertEqual(server.host, "127.0.0.1")
+        ann, bob = (add_member(self, server.address()) for _ in range(2))
+        self.assertEqual(ann.request(b"1 Ann"), b"")
+        self.assertEqual(bob.request(b"1 Bob"), b"Ann")
+        self.assertEqual(bob.request(b"2 under systemd"), b"")
+        self.assertEqual(ann.request(b"5"), b"Bob has joined\nBob: under systemd")
+        # ProtectSystem=strict: the service may write no pidfile or logfile.
+        self.assertEqual(os.listdir(server.cwd.name), [])
+
+    def test_unit_has_no_exec_reload(self):
+        """The unit offers no reload: twistd does not handle SIGHUP."""
+        self.assertEqual(self.values("ExecReload"), [])
+
+    def test_unit_is_simple_and_unprivileged(self):
+        """The unit is Type=simple and runs as a dynamic or named non-root user."""
+        self.assertEqual(self.values("Type"), ["simple"])
+        dynamic = [v.lower() in ("yes", "true", "on", "1") for v in self.values("DynamicUser")]
+        users = [u for u in self.values("User") if u and u not in ("root", "0")]
+        self.assertTrue(any(dynamic) or users, "neither DynamicUser=yes nor User=")
+
+
+class ShutdownTests(SynchronousTestCase):
+    """
+    The foreground server and SIGTERM.
+    """
+
+    def test_sigterm_stops_server_promptly_without_traceback(self):
+        """SIGTERM ends twistd -n within seconds, cleanly."""
+        server = start_server(self)
+        member = add_member(self, server.address())
+        self.assertEqual(member.request(b"1 Ann"), b"")
+        started = time.monotonic()
+        code = server.stop()
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertIn(code, (0, -signal.SIGTERM))
+        self.assertNotIn("Traceback", server.output.text())
+
+    def test_sigterm_logs_the_count_of_illegal_requests_not_yet_summarised(self):
+        """Illegal requests counted since the last summary are logged at shutdown."""
+        server = start_server(self)
+        member = add_member(self, server.address())
+        for datagram in (b"6", b"", b"5"):
+            self.assertEqual(member.request(datagram), ILLEGAL)
+        self.assertFalse(server.output.search("illegal requests"))
+        self.assertIn(server.stop(), (0, -signal.SIGTERM))
+        self.assertTrue(server.output.search(r"\b3 illegal requests refused"), server.output.text())
