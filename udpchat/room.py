@@ -182,6 +182,11 @@ class Room:
     """
     The state of one chat room and the rules of the protocol.
 
+    @param max_reply_bytes: the largest reply.  A reply to C{5} carries whole
+        lines, so a cap below L{wire.MAX_LINE_BYTES} could leave a long line
+        undeliverable; the server never sets one (tests do, to keep cases
+        small).
+
     @ivar changes: the membership changes (L{Joined}, L{Renamed}, L{Left})
         since the adapter last cleared this list, oldest first.
     """

@@ -25,6 +25,9 @@ MAX_REQUEST_BYTES = len(b"2 ") + MAX_TEXT_BYTES
 MAX_DATAGRAM_BYTES = MAX_REQUEST_BYTES + len(b"\r\n")
 """The largest datagram that can hold a legal request, with "\\r\\n" (1028)."""
 
+MAX_LINE_BYTES = 4 * MAX_NAME_CHARS + len(": ") + MAX_TEXT_BYTES
+"""The longest line a member can be sent (1154): C{Name: Text} at its limits."""
+
 ILLEGAL = b"Illegal message"
 """The one reply to every request the server refuses."""
 
