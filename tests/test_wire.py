@@ -624,3 +624,28 @@ class MemberListTests(SynchronousTestCase):
                 (whole[:shown], b"and %d more" % (total - shown)),
             )
         self.assertEqual(reply, spec_member_list(names, cap))
+
+
+class EncodeRequestTests(SynchronousTestCase):
+    """
+    L{wire.encode_request} writes the datagram that L{wire.parse_request}
+    reads back as the same request.
+    """
+
+    def test_round_trip(self):
+        for request in (
+            wire.Join("Alice"),
+            wire.Say("  indented\ttext"),
+            wire.Rename("Bo"),
+            wire.LEAVE,
+            wire.FETCH,
+        ):
+            datagram = wire.encode_request(request)
+            self.assertEqual(wire.parse_request(datagram), request)
+
+    def test_codes(self):
+        self.assertEqual(wire.encode_request(wire.Join("Al")), b"1 Al")
+        self.assertEqual(wire.encode_request(wire.Say("hé")), "2 hé".encode())
+        self.assertEqual(wire.encode_request(wire.Rename("B")), b"3 B")
+        self.assertEqual(wire.encode_request(wire.LEAVE), b"4")
+        self.assertEqual(wire.encode_request(wire.FETCH), b"5")

@@ -156,6 +156,21 @@ def parse_request(datagram):
     raise IllegalMessage("unknown code")
 
 
+_CODES = {Join: b"1", Say: b"2", Rename: b"3", Leave: b"4", Fetch: b"5"}
+
+
+def encode_request(request):
+    """
+    The datagram that carries C{request} (for clients): C{b"1 Alice"},
+    C{b"4"}.  The argument is not checked; L{parse_request} is the judge.
+    """
+    code = _CODES[type(request)]
+    argument = getattr(request, "name", getattr(request, "text", None))
+    if argument is None:
+        return code
+    return code + b" " + argument.encode()
+
+
 def _decode(argument):
     try:
         return argument.decode("utf-8")
