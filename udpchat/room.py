@@ -1,10 +1,11 @@
 """
-The chat room: a pure state machine from (source, datagram) to reply bytes.
+The chat room: a pure state machine from (source, datagram, now) to reply
+bytes.
 
-No I/O here, no reactor and no clock: the protocol adapter in
-L{udpchat.server} feeds datagrams in and sends the replies out.  A member is
-the source address its requests come from; the room treats it as an opaque,
-hashable value.
+No I/O here, no reactor and no clock of its own: the protocol adapter in
+L{udpchat.server} feeds datagrams in, with the time, and sends the replies
+out.  A member is the source address its requests come from; the room treats
+it as an opaque, hashable value.
 
     request    when                        reply            queued for others
     1 Name     not a member, name free     other names      Name has joined
@@ -18,9 +19,16 @@ The full reference, with the parsing rules, is in README.rst.
 
 Every line is stored once, in a L{SharedLog}; a member is a read position in
 it.  Broadcasting therefore costs the same in a room of 10 or 10,000
-members, and a line is released once every member has read past it.
+members, and a line is released once every member has read past it, or once
+it is too old for anybody's backlog.
+
+The room enforces the limits that concern the room itself: how many members
+(in all, and per group of addresses), how long a backlog, how long a member
+may stay silent.  Limits on traffic (rates, reply budgets) are decided before
+a datagram reaches the room, by L{udpchat.limits}.
 """
 
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from udpchat import wire
@@ -28,6 +36,10 @@ from udpchat.wire import EMPTY, ILLEGAL, IllegalMessage
 
 DEFAULT_MAX_REPLY_BYTES = 1200
 """Small enough that a reply is never fragmented on the internet."""
+
+DEFAULT_MAX_MEMBERS = 1000
+DEFAULT_MAX_PENDING = 1000
+DEFAULT_IDLE_TIMEOUT = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,40 +61,66 @@ class Renamed:
 
 @dataclass(frozen=True, slots=True)
 class Left:
-    """A change the room reports: C{name} at C{source} left."""
+    """A change the room reports: C{name} at C{source} left (sent C{4})."""
 
     source: object
     name: str
 
 
-class Member:
+@dataclass(frozen=True, slots=True)
+class Expired:
     """
-    One member: its name and its read position in the shared log.
+    A change the room reports: C{name} at C{source} sent nothing for the
+    idle timeout and was removed, as if it had left.
     """
 
-    __slots__ = ("source", "name", "position")
+    source: object
+    name: str
 
-    def __init__(self, source, name, position):
-        self.source = source
-        self.name = name
-        self.position = position
+
+class Reader:
+    """
+    A read position in a L{SharedLog}, with the bookkeeping that lets the log
+    count a reader's backlog without counting the reader's own lines.
+
+    @ivar position: the sequence number of the next line to read.
+    @ivar own: the sequence numbers of this reader's own lines that it has
+        not passed and the log still holds, oldest first (L{None} until it
+        speaks with lines unread: most readers never need one).
+    @ivar own_forgotten: how many of its own lines after C{position} the log
+        has forgotten.
+    """
+
+    __slots__ = ("position", "own", "own_forgotten")
+
+    def __init__(self):
+        self.position = 0
+        self.own = None
+        self.own_forgotten = 0
 
 
 class SharedLog:
     """
     The lines broadcast to a room, each stored once, with its author.
 
-    Readers are positions (sequence numbers of the next line to read).  The
-    log counts the readers at each position; a line no reader is at or before
-    is released.  Every operation costs O(1) amortised, except L{read}, which
-    costs O(lines it passes).
+    The log counts its readers at each position; a line that no reader is at
+    or before is released.  With a C{capacity}, the log also forgets its
+    oldest line whenever it would hold more than that, read or not: readers
+    learn how many lines they lost when they next read.  Every operation
+    costs O(1) amortised, except those that pass lines (L{discard},
+    L{read}, L{peek}), which cost O(lines passed).
+
+    @param capacity: the most lines held at once, or L{None} for no limit.
     """
 
-    def __init__(self):
+    def __init__(self, capacity=None):
+        self.capacity = capacity
         self._entries = []  # (author, line) for sequence numbers _base, ...
         self._base = 0  # sequence number of _entries[0]
-        self._first = 0  # first sequence number still needed by a reader
-        self._readers = {}  # position -> how many readers are there
+        self._first = 0  # first sequence number still held for a reader
+        # position -> how many readers are there; a reader behind _first
+        # (it has not read lines the log forgot) is counted at _first.
+        self._readers = {}
 
     @property
     def end(self):
@@ -95,74 +133,146 @@ class SharedLog:
 
     def append(self, author, line):
         """
-        Store C{line}, written by C{author} (who will never be given it).
+        Store C{line}, written by C{author} (a L{Reader}, who will never be
+        given it, or L{None}).
         """
+        sequence = self.end
         self._entries.append((author, line))
-        if self._first == self.end - 1:
+        if author is not None:
+            if author.position == sequence:
+                # The author has read everything else, so it skips its own
+                # line now, which lets the log release the line as soon as
+                # the others have read it (at once, in a room of one).
+                self._move(author, sequence + 1)
+            elif author.own is None:
+                author.own = deque((sequence,))
+            else:
+                author.own.append(sequence)
+        if self.capacity is not None and sequence + 1 - self._first > self.capacity:
+            self._forget_oldest()
+        elif self._first == sequence:
             # The log held nothing anyone needed: if no reader waits at
             # this line either (an empty room), it is released at once.
             self._release()
 
-    def add_reader(self):
+    def add_reader(self, reader):
         """
-        Return the position of a new reader, who sees only lines to come.
+        Place a new L{Reader} at the end: it sees only lines to come.
         """
-        position = self.end
+        reader.position = position = self.end
         self._readers[position] = self._readers.get(position, 0) + 1
-        return position
 
-    def remove_reader(self, position):
+    def remove_reader(self, reader):
         """
-        Forget the reader at C{position}; release what only it still needed.
+        Forget C{reader}; release what only it still needed.
         """
-        readers = self._readers
-        if readers[position] == 1:
-            del readers[position]
-        else:
-            readers[position] -= 1
+        self._uncount(reader.position)
         self._release()
 
-    def move_reader(self, old, new):
+    def unread(self, reader):
         """
-        Move a reader from position C{old} to C{new}, and release what no
-        reader needs any longer.
+        How many lines C{reader} has yet to read, not counting its own, nor
+        those the log has forgotten.
         """
-        readers = self._readers
-        readers[new] = readers.get(new, 0) + 1
-        self.remove_reader(old)
+        position = max(reader.position, self._first)
+        return self.end - position - (len(reader.own) if reader.own else 0)
 
-    def read(self, reader, position, max_bytes):
+    def discard(self, reader, keep):
         """
-        Take the lines for C{reader} from C{position}, oldest first, skipping
-        its own, as many whole lines as fit into C{max_bytes}.
+        Move C{reader} past every line the log has forgotten, then past its
+        unread lines but the newest C{keep}.
 
-        @return: C{(reply, new_position)}, the reply being the lines joined
-            by C{\\n}; the reader has been moved to C{new_position}.
+        @return: how many lines (not its own) C{reader} has thereby lost.
         """
-        entries = self._entries
-        index = position - self._base
+        lost = 0
+        position = reader.position
+        if position < self._first:
+            lost = self._first - position - reader.own_forgotten
+            reader.own_forgotten = 0
+            position = self._first
+        excess = self.unread(reader) - keep
+        if excess > 0:
+            lost += excess
+            entries, own = self._entries, reader.own
+            index = position - self._base
+            while excess:
+                if entries[index][0] is reader:
+                    own.popleft()
+                else:
+                    excess -= 1
+                index += 1
+            position = self._base + index
+        self._move(reader, position)
+        return lost
+
+    def read(self, reader, max_bytes):
+        """
+        Take the lines for C{reader}, oldest first, skipping its own, as many
+        whole lines as fit into C{max_bytes} once joined by C{\\n}, and move
+        the reader past them.  Call L{discard} first if the reader may be
+        behind what the log holds.
+
+        @return: the list of lines taken.
+        """
+        entries, own = self._entries, reader.own
+        index = reader.position - self._base
         taken = []
         size = -len(wire.LINE_SEPARATOR)
         count = len(entries)
         while index < count:
             author, line = entries[index]
-            if author is not reader:
+            if author is reader:
+                own.popleft()
+            else:
                 size += len(wire.LINE_SEPARATOR) + len(line)
                 if size > max_bytes:
                     break
                 taken.append(line)
             index += 1
-        new_position = self._base + index
-        if new_position != position:
-            self.move_reader(position, new_position)
-        return wire.LINE_SEPARATOR.join(taken), new_position
+        self._move(reader, self._base + index)
+        return taken
 
-    def peek(self, reader, position):
+    def peek(self, reader):
         """
-        The lines C{reader} has not read yet, without taking them.
+        The lines C{reader} has not read yet and the log still holds, not
+        its own, without taking them.
         """
-        entries = self._entries[position - self._base :]
-        return [line for author, line in entries if author is not reader]
+        start = max(reader.position, self._first) - self._base
+        return [line for author, line in self._entries[start:] if author is not reader]
+
+    def _move(self, reader, position):
+        if position != reader.position:
+            readers = self._readers
+            readers[position] = readers.get(position, 0) + 1
+            self._uncount(reader.position)
+            reader.position = position
+            self._release()
+
+    def _uncount(self, position):
+        # A reader behind the forgotten lines is counted at the first line.
+        position = max(position, self._first)
+        readers = self._readers
+        if readers[position] == 1:
+            del readers[position]
+        else:
+            readers[position] -= 1
+
+    def _forget_oldest(self):
+        sequence = self._first
+        author = self._entries[sequence - self._base][0]
+        if author is not None and author.own and author.own[0] == sequence:
+            # Its author had not passed it yet: remember that one of the
+            # lines it will find missing was its own.
+            author.own.popleft()
+            author.own_forgotten += 1
+        # Readers still at this line will resume at the next one: count
+        # them there, so that the log keeps what they will read.
+        readers = self._readers
+        waiting = readers.pop(sequence, 0)
+        if waiting:
+            readers[sequence + 1] = readers.get(sequence + 1, 0) + waiting
+        self._first = sequence + 1
+        self._release()
 
     def _release(self):
         readers = self._readers
@@ -178,6 +288,24 @@ class SharedLog:
             self._base = first
 
 
+class Member(Reader):
+    """
+    One member: its address, name and group, when it was last heard from,
+    how many of its lines were dropped since it was last told, and its read
+    position in the shared log.
+    """
+
+    __slots__ = ("source", "name", "group", "last_seen", "dropped")
+
+    def __init__(self, source, name, group, now):
+        Reader.__init__(self)
+        self.source = source
+        self.name = name
+        self.group = group
+        self.last_seen = now
+        self.dropped = 0
+
+
 class Room:
     """
     The state of one chat room and the rules of the protocol.
@@ -186,17 +314,44 @@ class Room:
         lines, so a cap below L{wire.MAX_LINE_BYTES} could leave a long line
         undeliverable; the server never sets one (tests do, to keep cases
         small).
+    @param max_members: registrations beyond this many members are refused.
+    @param max_pending: the longest backlog of a member, in lines; older
+        lines are dropped, and the member told how many on its next poll.
+        The log holds at most twice this many lines, so a member that itself
+        sends more than that many lines between two polls may also lose
+        older lines of others (counted in the same notice).
+    @param idle_timeout: seconds of silence after which a member is removed
+        as if it had left; 0 for never.
+    @param group_of: a function from a source to the key of its group of
+        addresses (such as its /24 network), or L{None} for a source whose
+        group is not limited.
+    @param max_members_per_group: the most members one group may have.
 
-    @ivar changes: the membership changes (L{Joined}, L{Renamed}, L{Left})
-        since the adapter last cleared this list, oldest first.
+    @ivar changes: the membership changes (L{Joined}, L{Renamed}, L{Left},
+        L{Expired}) since the adapter last cleared this list, oldest first.
     """
 
-    def __init__(self, max_reply_bytes=DEFAULT_MAX_REPLY_BYTES):
+    def __init__(
+        self,
+        max_reply_bytes=DEFAULT_MAX_REPLY_BYTES,
+        max_members=DEFAULT_MAX_MEMBERS,
+        max_pending=DEFAULT_MAX_PENDING,
+        idle_timeout=DEFAULT_IDLE_TIMEOUT,
+        group_of=lambda source: None,
+        max_members_per_group=None,
+    ):
         self.max_reply_bytes = max_reply_bytes
+        self.max_members = max_members
+        self.max_pending = max_pending
+        self.idle_timeout = idle_timeout
+        self.group_of = group_of
+        self.max_members_per_group = max_members_per_group
         self.changes = []
         self._members = {}  # source -> Member, in join order
         self._names = {}  # name -> Member
-        self._log = SharedLog()
+        self._silent = OrderedDict()  # source -> Member, longest silent first
+        self._groups = {}  # group -> how many members it has
+        self._log = SharedLog(capacity=2 * max_pending)
         self._handlers = {
             wire.Join: self._join,
             wire.Say: self._say,
@@ -205,18 +360,39 @@ class Room:
             wire.Fetch: self._fetch,
         }
 
-    def receive(self, source, datagram):
+    def receive(self, source, datagram, now):
         """
-        Handle one datagram from C{source}.
+        Handle one datagram from C{source}, received at time C{now}.
 
         @return: the reply datagram for C{source}; L{wire.ILLEGAL} for a
-            request the protocol refuses, which changes nothing.
+            request the protocol refuses, which changes nothing (but shows
+            that a member is still there).
         """
+        self.expire(now)
+        member = self._members.get(source)
+        if member is not None:
+            member.last_seen = now
+            self._silent.move_to_end(source)
         try:
             request = wire.parse_request(datagram)
-            return self._handlers[type(request)](source, request)
+            return self._handlers[type(request)](source, member, request, now)
         except IllegalMessage:
             return ILLEGAL
+
+    def expire(self, now):
+        """
+        Remove the members silent for the idle timeout at time C{now}.
+        """
+        timeout = self.idle_timeout
+        if not timeout:
+            return
+        silent = self._silent
+        while silent:
+            member = next(iter(silent.values()))
+            if member.last_seen + timeout > now:
+                return
+            self._remove(member)
+            self.changes.append(Expired(member.source, member.name))
 
     def members(self):
         """
@@ -226,85 +402,99 @@ class Room:
 
     def pending(self, source):
         """
-        The lines queued for the member at C{source}, oldest first, without
-        taking them.
+        The lines the member at C{source} has yet to fetch, oldest first,
+        without taking them (nor the dropped-lines notice).
         """
-        member = self._members[source]
-        return self._log.peek(member, member.position)
+        lines = self._log.peek(self._members[source])
+        return lines[max(0, len(lines) - self.max_pending) :]
 
     @property
     def stored_lines(self):
         """How many lines the room holds for its members."""
         return len(self._log)
 
-    def _member(self, source):
-        member = self._members.get(source)
-        if member is None:
-            raise IllegalMessage("not a member")
-        return member
-
     def _check_free(self, name):
         if name in self._names:
             raise IllegalMessage("name taken")
 
-    def _join(self, source, request):
-        if source in self._members:
+    def _join(self, source, member, request, now):
+        # Every check, and everything that could fail, comes before the
+        # first change: a refused (or failed) request changes nothing.
+        if member is not None:
             raise IllegalMessage("already a member")
         name = request.name
         self._check_free(name)
         others = self._members
+        if len(others) >= self.max_members:
+            raise IllegalMessage("room full")
+        group = self.group_of(source)
+        if group is not None and self._groups.get(group, 0) >= self.max_members_per_group:
+            raise IllegalMessage("group full")
         reply = wire.member_list(
             (m.name for m in reversed(others.values())),
             len(others),
             self.max_reply_bytes,
         )
-        self._log.append(None, wire.joined(name))
-        member = Member(source, name, self._log.add_reader())
+        line = wire.joined(name)
+        self._log.append(None, line)
+        member = Member(source, name, group, now)
+        self._log.add_reader(member)
         others[source] = member
         self._names[name] = member
+        self._silent[source] = member
+        if group is not None:
+            self._groups[group] = self._groups.get(group, 0) + 1
         self.changes.append(Joined(source, name))
         return reply
 
-    def _say(self, source, request):
-        member = self._member(source)
-        self._broadcast(member, wire.said(member.name, request.text))
+    def _say(self, source, member, request, now):
+        if member is None:
+            raise IllegalMessage("not a member")
+        self._log.append(member, wire.said(member.name, request.text))
         return EMPTY
 
-    def _rename(self, source, request):
-        member = self._member(source)
+    def _rename(self, source, member, request, now):
+        if member is None:
+            raise IllegalMessage("not a member")
         old, new = member.name, request.name
         self._check_free(new)
-        self._broadcast(member, wire.renamed(old, new))
+        self._log.append(member, wire.renamed(old, new))
         del self._names[old]
         self._names[new] = member
         member.name = new
         self.changes.append(Renamed(source, old, new))
         return EMPTY
 
-    def _leave(self, source, request):
-        member = self._member(source)
-        del self._members[source]
-        del self._names[member.name]
-        self._log.remove_reader(member.position)
-        self._log.append(None, wire.left(member.name))
+    def _leave(self, source, member, request, now):
+        if member is None:
+            raise IllegalMessage("not a member")
+        self._remove(member)
         self.changes.append(Left(source, member.name))
         return EMPTY
 
-    def _fetch(self, source, request):
-        member = self._member(source)
-        reply, member.position = self._log.read(
-            member, member.position, self.max_reply_bytes
-        )
-        return reply
-
-    def _broadcast(self, author, line):
+    def _fetch(self, source, member, request, now):
+        if member is None:
+            raise IllegalMessage("not a member")
         log = self._log
-        position = author.position
-        caught_up = position == log.end
-        log.append(author, line)
-        if caught_up:
-            # The author has read everything else, so it can skip its own
-            # line now, which lets the log release it as soon as others
-            # have read it (at once, in a room of one).
-            author.position = position + 1
-            log.move_reader(position, position + 1)
+        member.dropped += log.discard(member, self.max_pending)
+        if not member.dropped:
+            return wire.LINE_SEPARATOR.join(log.read(member, self.max_reply_bytes))
+        notice = wire.dropped(member.dropped)
+        room = self.max_reply_bytes - len(notice) - len(wire.LINE_SEPARATOR)
+        member.dropped = 0
+        return wire.LINE_SEPARATOR.join([notice, *log.read(member, room)])
+
+    def _remove(self, member):
+        line = wire.left(member.name)
+        source = member.source
+        del self._members[source]
+        del self._names[member.name]
+        del self._silent[source]
+        if member.group is not None:
+            groups = self._groups
+            if groups[member.group] == 1:
+                del groups[member.group]
+            else:
+                groups[member.group] -= 1
+        self._log.remove_reader(member)
+        self._log.append(None, line)

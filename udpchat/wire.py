@@ -206,6 +206,16 @@ def left(name):
     return f"{name} has left the group".encode()
 
 
+def dropped(count):
+    """
+    The notice that begins a reply to C{5} when C{count} lines of the
+    member's backlog were dropped since it was last told.
+    """
+    if count == 1:
+        return b"[1 line dropped]"
+    return b"[%d lines dropped]" % (count,)
+
+
 LINE_SEPARATOR = b"\n"
 """Separates the lines of a reply to C{5}."""
 
