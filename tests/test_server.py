@@ -100,10 +100,13 @@ class ProtocolTestMixin:
         """
         self.clock = Clock()
         self.transport = FakeDatagramTransport()
+        # No idle timeout, so that the only timer is the summary's; the
+        # idle sweep has tests of its own.
+        room = Room(idle_timeout=0)
         if log_level is None:
-            proto = ChatServerProtocol(Room(), self.clock)
+            proto = ChatServerProtocol(room, self.clock)
         else:
-            proto = ChatServerProtocol(Room(), self.clock, log_level=log_level)
+            proto = ChatServerProtocol(room, self.clock, log_level=log_level)
         proto.makeConnection(self.transport)
         return proto
 
@@ -406,14 +409,14 @@ class IllegalRequestSummaryTests(ProtocolTestMixin, SynchronousTestCase):
     Tests for the periodic summary of illegal requests.
     """
 
-    keys = ("log_level", "log_namespace", "count", "seconds")
+    keys = ("log_level", "log_namespace", "illegal", "seconds")
 
     def summary(self, count, seconds):
         """The expected fields of one summary event."""
         return {
             "log_level": LogLevel.info,
             "log_namespace": PROTOCOL_NAMESPACE,
-            "count": count,
+            "illegal": count,
             "seconds": seconds,
         }
 
@@ -633,8 +636,8 @@ class ChatServiceTests(TestCase):
             fields(
                 [e for e in events if e.get("log_namespace") == PROTOCOL_NAMESPACE],
                 "log_level",
-                "count",
+                "illegal",
             ),
-            [{"log_level": LogLevel.info, "count": 1}],
+            [{"log_level": LogLevel.info, "illegal": 1}],
         )
         self.assertEqual(self.clock.getDelayedCalls(), [])

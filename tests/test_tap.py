@@ -58,7 +58,7 @@ class OptionsTests(OptionsTestMixin, SynchronousTestCase):
     """
 
     def test_documented_defaults(self):
-        """The defaults are port 12345, every interface, 1200 bytes, info."""
+        """The defaults are the ones README.rst documents."""
         defaults = {name: default for name, _, default, _ in Options.optParameters}
         self.assertEqual(
             defaults,
@@ -66,6 +66,16 @@ class OptionsTests(OptionsTestMixin, SynchronousTestCase):
                 "port": "12345",
                 "interface": None,
                 "max-reply-bytes": "1200",
+                "max-members": "1000",
+                "max-members-per-prefix": None,
+                "max-pending": "1000",
+                "idle-timeout": "3600",
+                "request-rate": "200",
+                "request-burst": "400",
+                "reply-rate": "131072",
+                "reply-burst": "262144",
+                "exempt": "127.0.0.0/8,::1/128",
+                "receive-buffer": None,
                 "log-level": "info",
             },
         )

@@ -14,29 +14,64 @@ import socket
 _NO_IPV6 = frozenset((errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT))
 
 
-def bind_udp(interface, port):
+class ReceiveBufferTooSmall(OSError):
+    """
+    The kernel granted a smaller receive buffer than was asked for.
+
+    @ivar granted: the size it granted, in bytes.
+    """
+
+    def __init__(self, granted):
+        OSError.__init__(self, f"receive buffer of {granted} bytes")
+        self.granted = granted
+
+
+def bind_udp(interface, port, receive_buffer=None):
     """
     Return a non-blocking UDP socket bound to C{interface} and C{port}.
 
     @param interface: an IP address literal, or L{None} for every interface:
         IPv4 and IPv6 on one socket where the host has IPv6, else IPv4 only.
     @param port: a port number, 0 for any free port.
+    @param receive_buffer: the size of the kernel's receive buffer in
+        bytes, or L{None} for the system's default.
+    @raise ReceiveBufferTooSmall: when the kernel grants less than that.
     @raise OSError: when the socket cannot be made or bound.
     """
     if interface is None:
         try:
-            return _bind(socket.AF_INET6, "::", port)
+            return _bind(socket.AF_INET6, "::", port, receive_buffer)
+        except ReceiveBufferTooSmall:
+            raise
         except OSError as e:
             if e.errno not in _NO_IPV6:
                 raise
-        return _bind(socket.AF_INET, "0.0.0.0", port)
+        return _bind(socket.AF_INET, "0.0.0.0", port, receive_buffer)
     family = socket.AF_INET6 if ":" in interface else socket.AF_INET
-    return _bind(family, interface, port)
+    return _bind(family, interface, port, receive_buffer)
 
 
-def _bind(family, host, port):
+def _set_receive_buffer(sock, size):
+    # Root may exceed net.core.rmem_max with SO_RCVBUFFORCE (Linux); others
+    # get at most rmem_max, silently, so check what was granted.  Linux
+    # reports twice the size asked for (the rest is its bookkeeping).
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    try:
+        if force is None:
+            raise PermissionError
+        sock.setsockopt(socket.SOL_SOCKET, force, size)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    if granted < size:
+        raise ReceiveBufferTooSmall(granted)
+
+
+def _bind(family, host, port, receive_buffer=None):
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
+        if receive_buffer is not None:
+            _set_receive_buffer(sock, receive_buffer)
         if family == socket.AF_INET6:
             # Serve IPv4 peers too where the address allows it ("::").
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)

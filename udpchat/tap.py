@@ -11,25 +11,40 @@ import ipaddress
 from twisted.logger import LogLevel
 from twisted.python import usage
 
-from udpchat.binding import bind_udp
-from udpchat.room import DEFAULT_MAX_REPLY_BYTES, Room
+from udpchat import limits
+from udpchat.binding import ReceiveBufferTooSmall, bind_udp
+from udpchat.room import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_MEMBERS,
+    DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_REPLY_BYTES,
+    Room,
+)
 from udpchat.server import ChatServerProtocol, ChatService
 
 DEFAULT_PORT = 12345
+DEFAULT_MAX_MEMBERS_PER_PREFIX = 100
+DEFAULT_REQUEST_RATE = 200
+DEFAULT_REQUEST_BURST = 400
+DEFAULT_REPLY_RATE = 128 * 1024
+DEFAULT_REPLY_BURST = 256 * 1024
 LARGEST_UDP_PAYLOAD = 65507  # 65535 - 8 (UDP header) - 20 (IPv4 header)
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+A_YEAR = 366 * 24 * 3600
 
 
 class Options(usage.Options):
     """
     Options of C{twistd udpchat}.  After parsing, C{self["socket"]} is the
-    bound socket that L{makeService} serves on.
+    bound socket that L{makeService} serves on, and C{self["exempt"]} the
+    list of exempt networks.
     """
 
     synopsis = "[options]"
     longdesc = (
         "Run a udpchat group-chat server. Clients send one request per UDP "
-        "datagram; see README.rst for the protocol."
+        "datagram; see README.rst for the protocol and for the reasoning "
+        "behind each limit's default."
     )
     optParameters = [
         ["port", "p", str(DEFAULT_PORT), "UDP port to listen on; 0 picks a free port."],
@@ -46,6 +61,67 @@ class Options(usage.Options):
             str(DEFAULT_MAX_REPLY_BYTES),
             f"Largest reply datagram, {DEFAULT_MAX_REPLY_BYTES} to "
             f"{LARGEST_UDP_PAYLOAD} bytes.",
+        ],
+        ["max-members", None, str(DEFAULT_MAX_MEMBERS), "Most members in the room."],
+        [
+            "max-members-per-prefix",
+            None,
+            None,
+            "Most members from one IPv4 /24 or IPv6 /64 "
+            f"[default: {DEFAULT_MAX_MEMBERS_PER_PREFIX}, or --max-members if lower].",
+        ],
+        [
+            "max-pending",
+            None,
+            str(DEFAULT_MAX_PENDING),
+            "Most lines waiting for one member; older ones are dropped, "
+            "and the member told how many.",
+        ],
+        [
+            "idle-timeout",
+            None,
+            str(int(DEFAULT_IDLE_TIMEOUT)),
+            "Seconds of silence after which a member is removed; 0: never.",
+        ],
+        [
+            "request-rate",
+            None,
+            str(DEFAULT_REQUEST_RATE),
+            "Requests per second allowed from one IPv4 address or IPv6 /64.",
+        ],
+        [
+            "request-burst",
+            None,
+            str(DEFAULT_REQUEST_BURST),
+            "Requests one IPv4 address or IPv6 /64 may send at once.",
+        ],
+        [
+            "reply-rate",
+            None,
+            str(DEFAULT_REPLY_RATE),
+            "Reply bytes per second (headers included) sent to one "
+            "IPv4 /24 or IPv6 /56.",
+        ],
+        [
+            "reply-burst",
+            None,
+            str(DEFAULT_REPLY_BURST),
+            "Reply bytes one IPv4 /24 or IPv6 /56 may be sent at once; at "
+            "least --max-reply-bytes + 48.",
+        ],
+        [
+            "exempt",
+            None,
+            limits.DEFAULT_EXEMPT,
+            "Comma-separated networks exempt from every per-address limit; "
+            "'none' for none.",
+        ],
+        [
+            "receive-buffer",
+            None,
+            None,
+            "Kernel receive buffer (SO_RCVBUF) in bytes, to absorb bursts "
+            "[default: the system's].",
         ],
         [
             "log-level",
@@ -64,6 +140,39 @@ class Options(usage.Options):
             DEFAULT_MAX_REPLY_BYTES,
             LARGEST_UDP_PAYLOAD,
         )
+        self["max-members"] = _number("--max-members", self["max-members"], 1, 10**6)
+        if self["max-members-per-prefix"] is None:
+            self["max-members-per-prefix"] = min(
+                DEFAULT_MAX_MEMBERS_PER_PREFIX, self["max-members"]
+            )
+        else:
+            self["max-members-per-prefix"] = _number(
+                "--max-members-per-prefix",
+                self["max-members-per-prefix"],
+                1,
+                self["max-members"],
+                "(--max-members)",
+            )
+        self["max-pending"] = _number("--max-pending", self["max-pending"], 1, 10**6)
+        self["idle-timeout"] = _number("--idle-timeout", self["idle-timeout"], 0, A_YEAR)
+        self["request-rate"] = _number("--request-rate", self["request-rate"], 1, 10**6)
+        self["request-burst"] = _number("--request-burst", self["request-burst"], 1, 10**6)
+        self["reply-rate"] = _number("--reply-rate", self["reply-rate"], 1, 10**9)
+        self["reply-burst"] = _number(
+            "--reply-burst",
+            self["reply-burst"],
+            self["max-reply-bytes"] + limits.IPV6_HEADER_BYTES,
+            10**9,
+            "(--max-reply-bytes + 48, so that the largest reply can be sent)",
+        )
+        try:
+            self["exempt"] = limits.parse_networks(self["exempt"])
+        except ValueError as e:
+            raise usage.UsageError(f"--exempt: {e}") from None
+        if self["receive-buffer"] is not None:
+            self["receive-buffer"] = _number(
+                "--receive-buffer", self["receive-buffer"], 4096, 2**30
+            )
         if self["log-level"] not in LOG_LEVELS:
             raise usage.UsageError(
                 f"--log-level must be one of {', '.join(LOG_LEVELS)}, "
@@ -79,7 +188,12 @@ class Options(usage.Options):
                     f"--interface must be an IP address, not {interface!r}"
                 ) from None
         try:
-            self["socket"] = bind_udp(interface, self["port"])
+            self["socket"] = bind_udp(interface, self["port"], self["receive-buffer"])
+        except ReceiveBufferTooSmall as e:
+            raise usage.UsageError(
+                f"--receive-buffer {self['receive-buffer']}: the kernel granted "
+                f"only {e.granted} bytes (see net.core.rmem_max)"
+            ) from None
         except OSError as e:
             where = "every interface" if interface is None else interface
             raise usage.UsageError(
@@ -88,11 +202,12 @@ class Options(usage.Options):
             ) from None
 
 
-def _number(option, text, low, high):
+def _number(option, text, low, high, why=""):
     """Parse C{text} as a whole number from C{low} to C{high}."""
     if not (text.isascii() and text.isdigit() and low <= int(text) <= high):
         raise usage.UsageError(
-            f"{option} must be a whole number from {low} to {high}, not {text!r}"
+            f"{option} must be a whole number from {low} to {high}"
+            f"{' ' + why if why else ''}, not {text!r}"
         )
     return int(text)
 
@@ -103,6 +218,21 @@ def makeService(config, reactor=None):
     """
     if reactor is None:
         from twisted.internet import reactor
-    room = Room(max_reply_bytes=config["max-reply-bytes"])
-    protocol = ChatServerProtocol(room, reactor, log_level=config["log-level"])
+    limiter = limits.Limiter(
+        limits.Classifier(config["exempt"]),
+        requests=limits.TokenBuckets(config["request-rate"], config["request-burst"]),
+        replies=limits.TokenBuckets(config["reply-rate"], config["reply-burst"]),
+        max_reply_bytes=config["max-reply-bytes"],
+    )
+    room = Room(
+        max_reply_bytes=config["max-reply-bytes"],
+        max_members=config["max-members"],
+        max_pending=config["max-pending"],
+        idle_timeout=config["idle-timeout"],
+        group_of=limiter.group_of,
+        max_members_per_group=config["max-members-per-prefix"],
+    )
+    protocol = ChatServerProtocol(
+        room, reactor, log_level=config["log-level"], limiter=limiter
+    )
     return ChatService(config["socket"], protocol, reactor)
