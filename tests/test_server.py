@@ -6,7 +6,10 @@ events, and the service that serves it on a socket bound beforehand.
 import socket
 
 from twisted.internet import reactor
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.error import MessageLengthError
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 from twisted.internet.threads import deferToThread
@@ -14,6 +17,7 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from udpchat.binding import bind_udp
+from udpchat import limits
 from udpchat.room import Room
 from udpchat.server import (
     ChatServerProtocol,
@@ -22,6 +26,8 @@ from udpchat.server import (
     format_address,
 )
 from udpchat.wire import ILLEGAL
+
+from model import ModelRoom
 
 AL = ("127.0.0.1", 4000)
 BO = ("127.0.0.1", 4001)
@@ -507,6 +513,198 @@ class IllegalRequestSummaryTests(ProtocolTestMixin, SynchronousTestCase):
             proto.doStop()
         self.assertEqual(events, [])
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+def limited_protocol(clock, exempt="none", **options):
+    """
+    A protocol with every traffic limit, on a fake transport, whose room and
+    limiter are built as twistd would build them from C{options}.
+    """
+    config = {
+        "request-rate": 1000,
+        "request-burst": 1000,
+        "reply-rate": 10**6,
+        "reply-burst": 10**6,
+        "max-reply-bytes": 1200,
+    }
+    config.update(options)
+    limiter = limits.Limiter(
+        limits.Classifier(limits.parse_networks(exempt)),
+        requests=limits.TokenBuckets(config["request-rate"], config["request-burst"]),
+        replies=limits.TokenBuckets(config["reply-rate"], config["reply-burst"]),
+        max_reply_bytes=config["max-reply-bytes"],
+    )
+    room = Room(idle_timeout=config.get("idle-timeout", 0), group_of=limiter.group_of, max_members_per_group=2)
+    proto = ChatServerProtocol(room, clock, limiter=limiter)
+    proto.makeConnection(FakeDatagramTransport())
+    return proto
+
+
+class BrokenTransport(FakeDatagramTransport):
+    """A transport whose every write fails as C{transport.write} can."""
+
+    def __init__(self, error):
+        FakeDatagramTransport.__init__(self)
+        self.error = error
+
+    def write(self, packet, addr=None):
+        raise self.error
+
+
+class ProtocolLimitsTests(SynchronousTestCase):
+    """
+    L{ChatServerProtocol} with a limiter: dropped datagrams get no reply and
+    never reach the room; drops are summarised, never logged one by one.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+
+    def test_bad_sources_get_nothing(self):
+        """Port 0, unspecified, broadcast and multicast sources are dropped unanswered."""
+        proto = limited_protocol(self.clock, exempt="127.0.0.0/8")
+        with capturedLogs() as events:
+            for source in [("127.0.0.1", 0), ("192.0.2.1", 0), ("0.0.0.0", 5), ("255.255.255.255", 5), ("::", 5), ("ff02::1", 5), ("224.0.0.9", 5)]:
+                proto.datagramReceived(b"1 Al", source)
+        self.assertEqual((proto.transport.written, proto.room.members(), events), ([], [], []))
+
+    def test_over_rate_is_dropped_unanswered_and_summarised(self):
+        """Requests beyond the burst get no reply and change nothing; one summary line counts them."""
+        proto = limited_protocol(self.clock, **{"request-rate": 1, "request-burst": 2})
+        source = ("192.0.2.1", 5)
+        with capturedLogs() as events:
+            for name in (b"Al", b"Bo", b"Cy", b"Di"):
+                proto.datagramReceived(b"3 " + name, source)  # not a member: illegal
+            proto.datagramReceived(b"1 Al", source)
+            self.clock.advance(60)
+        self.assertEqual(
+            (len(proto.transport.written), proto.room.members(), [e["log_format"] for e in events], events[-1]["dropped"], events[-1]["illegal"]),
+            (2, [], ["in the last {seconds:.0f} seconds: {summary}"], {limits.OVER_RATE: 3}, 2),
+        )
+        self.assertEqual(
+            formatEvent(events[-1]),
+            "in the last 60 seconds: 2 illegal requests refused; 3 datagrams dropped over the request rate",
+        )
+
+    def test_members_per_prefix(self):
+        """A third member from one /24 is refused; another /24 is not."""
+        proto = limited_protocol(self.clock)
+        for i, name in enumerate((b"Al", b"Bo", b"Cy")):
+            proto.datagramReceived(b"1 " + name, ("192.0.2.%d" % (i + 1,), 5))
+        proto.datagramReceived(b"1 Di", ("192.0.3.1", 5))
+        self.assertEqual(
+            [reply for reply, _ in proto.transport.written],
+            [b"", b"Al", ILLEGAL, b"Bo, Al"],
+        )
+
+    def test_reply_budget_bounds_what_a_victim_is_sent(self):
+        """However many forged requests name a /24, it is sent at most its budget."""
+        proto = limited_protocol(self.clock, **{"reply-rate": 100, "reply-burst": 5000})
+        for i in range(1000):
+            proto.datagramReceived(b"5", ("192.0.2.%d" % (i % 250 + 1,), 1000 + i))
+        sent = sum(len(reply) + 28 for reply, _ in proto.transport.written)
+        # Each "Illegal message" costs 15 + 28 bytes; a request is handled
+        # while the budget could still pay for a 1200-byte reply.
+        self.assertEqual((sent <= 5000, len(proto.transport.written)), (True, (5000 - 1228) // 43 + 1))
+
+    def test_write_errors_are_counted_not_raised(self):
+        """A reply that cannot be sent is counted; the request's effect stays."""
+        for error in (OSError(101, "Network is unreachable"), MessageLengthError("too long")):
+            proto = ChatServerProtocol(Room(idle_timeout=0), self.clock)
+            proto.makeConnection(BrokenTransport(error))
+            with capturedLogs() as events:
+                proto.datagramReceived(b"1 Al", AL)
+                proto.datagramReceived(b"2 hi", AL)
+                self.clock.advance(60)
+            self.assertEqual(
+                (proto.room.members(), [e.get("unsent") for e in events if "unsent" in e], [e for e in events if e.get("log_failure")]),
+                ([(AL, "Al")], [2], []),
+            )
+
+    def test_idle_members_are_swept_without_traffic(self):
+        """With no datagram at all, a silent member is removed, logged at info."""
+        proto = limited_protocol(self.clock, **{"idle-timeout": 30})
+        proto.datagramReceived(b"1 Al", ("192.0.2.1", 5))
+        proto.datagramReceived(b"1 Bo", ("192.0.2.2", 5))
+        with capturedLogs() as events:
+            self.clock.advance(29)
+            proto.datagramReceived(b"5", ("192.0.2.2", 5))
+            for _ in range(2):
+                self.clock.advance(1)
+        self.assertEqual(
+            (proto.room.members(), [formatEvent(e) for e in events]),
+            ([(("192.0.2.2", 5), "Bo")], ["'Al' at 192.0.2.1:5 removed after 30 seconds of silence"]),
+        )
+        proto.doStop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class RoomWithABug(Room):
+    """A room whose handling of C{2} fails half-way, as a bug would."""
+
+    def _say(self, source, member, request, now):
+        raise ZeroDivisionError("a bug")
+
+
+class FaultIsolationTests(SynchronousTestCase):
+    """
+    Nothing a datagram carries can raise out of the adapter.
+    """
+
+    def test_bug_gets_no_reply_and_one_traceback_per_interval(self):
+        """A request hitting a bug gets no reply; its traceback is logged once per interval, then counted."""
+        clock = Clock()
+        proto = ChatServerProtocol(RoomWithABug(idle_timeout=0), clock)
+        proto.makeConnection(FakeDatagramTransport())
+        proto.datagramReceived(b"1 Al", AL)
+        with capturedLogs() as events:
+            for _ in range(100):
+                proto.datagramReceived(b"2 boom", AL)
+            proto.datagramReceived(b"5", AL)
+            clock.advance(60)
+            proto.datagramReceived(b"2 boom", AL)
+        failures = [e for e in events if e.get("log_failure")]
+        summaries = [e for e in events if "faults" in e]
+        self.assertEqual(
+            (
+                [reply for reply, _ in proto.transport.written],
+                len(failures),
+                failures[0]["log_failure"].type,
+                [e["faults"] for e in summaries],
+                proto.room.members(),
+            ),
+            ([b"", b""], 2, ZeroDivisionError, [100], [(AL, "Al")]),
+        )
+        self.flushLoggedErrors(ZeroDivisionError)
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from([("192.0.2.1", 5), ("192.0.2.2", 5), ("2001:db8::1", 7), ("::ffff:192.0.2.1", 5), ("192.0.2.3", 0), ("255.255.255.255", 5), ("ff02::1", 5), ("::", 9)]),
+                st.one_of(
+                    st.binary(max_size=40),
+                    st.sampled_from([b"1 Al", b"1 Bo", b"2 hi", b"3 Cy", b"4", b"5", b"5\n"]),
+                ),
+            ),
+            max_size=40,
+        )
+    )
+    def test_any_datagram_from_any_address(self, datagrams):
+        """Arbitrary datagrams from arbitrary addresses: never an exception; no reply, or the model's reply."""
+        proto = limited_protocol(Clock())
+        model = ModelRoom(1200, group_of=proto.room.group_of, max_members_per_group=2)
+        with capturedLogs() as events:
+            for address, datagram in datagrams:
+                written = len(proto.transport.written)
+                proto.datagramReceived(datagram, address)
+                source = canonical_address(address)
+                if address[1] == 0 or address[0] in ("255.255.255.255", "ff02::1", "::"):
+                    self.assertEqual(len(proto.transport.written), written)
+                else:
+                    reply, to = proto.transport.written[-1]
+                    self.assertEqual((reply, to), (model.receive(source, datagram), address))
+        self.assertEqual([e for e in events if e.get("log_failure")], [])
 
 
 def udp_client(testcase):
