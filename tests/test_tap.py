@@ -372,3 +372,102 @@ class MakeServiceTests(OptionsTestMixin, SynchronousTestCase):
         service = makeService(config)
         self.assertIs(service._reactor, reactor)
         self.assertIs(service.protocol._clock, reactor)
+
+
+class LimitOptionsTests(OptionsTestMixin, SynchronousTestCase):
+    """
+    Every limit option at, just under and just over its bounds, and the
+    combinations that make no sense.
+    """
+
+    # option: (lowest accepted, highest accepted)
+    BOUNDS = {
+        "--max-members": (1, 10**6),
+        "--max-pending": (1, 10**6),
+        "--idle-timeout": (0, 366 * 24 * 3600),
+        "--request-rate": (1, 10**6),
+        "--request-burst": (1, 10**6),
+        "--reply-rate": (1, 10**9),
+        "--reply-burst": (1248, 10**9),
+        "--max-members-per-prefix": (1, 1000),
+    }
+
+    def test_bounds_are_accepted(self):
+        """The lowest and highest value of each option parse to that number."""
+        for option, (low, high) in self.BOUNDS.items():
+            for value in (low, high):
+                config = self.parse(*LOOPBACK, option, str(value))
+                self.assertEqual(config[option[2:]], value, option)
+
+    def test_beyond_bounds_are_usage_errors(self):
+        """One below the lowest, one above the highest, and junk are refused, naming the option."""
+        for option, (low, high) in self.BOUNDS.items():
+            for value in (str(low - 1), str(high + 1), "", "1.5", "-1", "ten", " 5"):
+                if value == "-1" and low == 0:
+                    continue  # that is the "one below" case already
+                message = self.usage_error(*LOOPBACK, option, value)
+                self.assertIn(option, message)
+                self.assertIn(repr(value), message)
+
+    def test_per_prefix_default_follows_a_smaller_room(self):
+        """Without --max-members-per-prefix, a room of 10 allows 10 per prefix."""
+        config = self.parse(*LOOPBACK, "--max-members", "10")
+        self.assertEqual(config["max-members-per-prefix"], 10)
+
+    def test_per_prefix_above_room_size_is_refused(self):
+        """More members per prefix than in the room makes no sense."""
+        message = self.usage_error(*LOOPBACK, "--max-members", "10", "--max-members-per-prefix", "11")
+        self.assertIn("--max-members-per-prefix must be a whole number from 1 to 10", message)
+
+    def test_reply_burst_must_hold_the_largest_reply(self):
+        """A reply budget that could never pay for the largest reply is refused."""
+        self.parse(*LOOPBACK, "--max-reply-bytes", "4000", "--reply-burst", "4048")
+        message = self.usage_error(*LOOPBACK, "--max-reply-bytes", "4000", "--reply-burst", "4047")
+        self.assertIn("--max-reply-bytes + 48", message)
+
+    def test_exempt_networks(self):
+        """--exempt takes networks, or none."""
+        config = self.parse(*LOOPBACK, "--exempt", "10.0.0.0/8,::1")
+        none = self.parse(*LOOPBACK, "--exempt", "none")
+        self.assertEqual(([str(n) for n in config["exempt"]], none["exempt"]), (["10.0.0.0/8", "::1/128"], []))
+
+    def test_bad_exempt_is_usage_error(self):
+        """An --exempt that is not a list of networks is refused."""
+        for value in ("localhost", "10.0.0.0/40", "127.0.0.1,"):
+            self.assertIn("--exempt", self.usage_error(*LOOPBACK, "--exempt", value))
+
+    def test_receive_buffer_is_set(self):
+        """--receive-buffer sets SO_RCVBUF on the bound socket (Linux reports it doubled)."""
+        config = self.parse(*LOOPBACK, "--receive-buffer", "65536")
+        self.assertGreaterEqual(
+            config["socket"].getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF), 65536
+        )
+
+    def test_receive_buffer_bounds(self):
+        """--receive-buffer is 4096 to 2**30 bytes."""
+        for value in ("4095", str(2**30 + 1), "big"):
+            self.assertIn("--receive-buffer", self.usage_error(*LOOPBACK, "--receive-buffer", value))
+
+    def test_limits_reach_room_and_limiter(self):
+        """makeService gives the room and the limiter the parsed values."""
+        config = self.parse(
+            *LOOPBACK,
+            *("--max-members", "50", "--max-members-per-prefix", "5", "--max-pending", "7"),
+            *("--idle-timeout", "0", "--request-rate", "3", "--request-burst", "4"),
+            *("--reply-rate", "5000", "--reply-burst", "6000"),
+        )
+        protocol = makeService(config, reactor=Clock()).protocol
+        room, limiter = protocol.room, protocol._limiter
+        self.assertEqual(
+            (
+                room.max_members,
+                room.max_members_per_group,
+                room.max_pending,
+                room.idle_timeout,
+                (limiter.requests.rate, limiter.requests.burst),
+                (limiter.replies.rate, limiter.replies.burst),
+                room.group_of(("192.0.2.1", 5)) == room.group_of(("192.0.2.200", 6)),
+                room.group_of(("127.0.0.1", 5)),
+            ),
+            (50, 5, 7, 0, (3, 4), (5000, 6000), True, None),
+        )
