@@ -138,12 +138,14 @@ class Member:
     A real UDP socket that sends requests to a server and reads replies.
     """
 
-    def __init__(self, server_address, family=None):
+    def __init__(self, server_address, family=None, host=None):
         if family is None:
             family = socket.AF_INET6 if ":" in server_address[0] else socket.AF_INET
+        if host is None:
+            host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
         self.server_address = server_address
         self.socket = socket.socket(family, socket.SOCK_DGRAM)
-        self.socket.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
+        self.socket.bind((host, 0))
         self.socket.settimeout(DEADLINE)
 
     def request(self, datagram):
@@ -166,6 +168,15 @@ class Member:
 
     def close(self):
         self.socket.close()
+
+
+def rss_bytes(pid):
+    """The resident set size of process C{pid}, from /proc."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
 
 
 class Client:
