@@ -471,3 +471,23 @@ class LimitOptionsTests(OptionsTestMixin, SynchronousTestCase):
             ),
             (50, 5, 7, 0, (3, 4), (5000, 6000), True, None),
         )
+
+
+class DocumentationTests(SynchronousTestCase):
+    """
+    README.rst documents every option with its default.
+    """
+
+    def test_every_option_is_documented_with_its_default(self):
+        from pathlib import Path
+
+        readme = (Path(__file__).parent.parent / "README.rst").read_text()
+        for name, _, default, _ in Options.optParameters:
+            row = next(
+                (line for line in readme.splitlines() if line.replace("``-p``, ", "").startswith(f"``--{name}``")),
+                None,
+            )
+            self.assertIsNotNone(row, name)
+            if default is not None and name != "exempt":
+                self.assertIn(f" {default} ", f" {row} ", name)
+        self.assertIn("``127.0.0.0/8,``", readme)
