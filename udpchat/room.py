@@ -115,6 +115,7 @@ class SharedLog:
 
     def __init__(self, capacity=None):
         self.capacity = capacity
+        self.forgot_own = None  # called with an author whose line was forgotten
         self._entries = []  # (author, line) for sequence numbers _base, ...
         self._base = 0  # sequence number of _entries[0]
         self._first = 0  # first sequence number still held for a reader
@@ -126,6 +127,40 @@ class SharedLog:
     def end(self):
         """The sequence number the next line will get."""
         return self._base + len(self._entries)
+
+    @property
+    def first(self):
+        """The sequence number of the oldest line held."""
+        return self._first
+
+    def lines_since(self, sequence):
+        """
+        The lines held from sequence number C{sequence} on, as
+        C{(sequence, author, line)}.
+        """
+        start = max(sequence, self._first)
+        entries = self._entries[start - self._base :]
+        return [(start + i, author, line) for i, (author, line) in enumerate(entries)]
+
+    def restore(self, first, entries, readers):
+        """
+        Make this (new) log hold C{entries}, C{(author, line)} pairs numbered
+        from C{first}, read by C{readers} at the positions they hold.
+        """
+        self._entries = list(entries)
+        self._base = self._first = first
+        end = self.end
+        for reader in readers:
+            position = max(reader.position, first)
+            self._readers[position] = self._readers.get(position, 0) + 1
+            own = [
+                first + i
+                for i, (author, _) in enumerate(self._entries)
+                if author is reader and first + i >= position
+            ]
+            reader.own = deque(own) if own else None
+        self._release()
+        assert self._first <= end
 
     def __len__(self):
         """How many lines the log still holds for its readers."""
@@ -265,6 +300,8 @@ class SharedLog:
             # lines it will find missing was its own.
             author.own.popleft()
             author.own_forgotten += 1
+            if self.forgot_own is not None:
+                self.forgot_own(author)
         # Readers still at this line will resume at the next one: count
         # them there, so that the log keeps what they will read.
         readers = self._readers
@@ -290,15 +327,17 @@ class SharedLog:
 
 class Member(Reader):
     """
-    One member: its address, name and group, when it was last heard from,
+    One member: its number (in join order, never reused), its address, name
+    and group, when it was last heard from,
     how many of its lines were dropped since it was last told, and its read
     position in the shared log.
     """
 
-    __slots__ = ("source", "name", "group", "last_seen", "dropped")
+    __slots__ = ("id", "source", "name", "group", "last_seen", "dropped")
 
-    def __init__(self, source, name, group, now):
+    def __init__(self, id, source, name, group, now):
         Reader.__init__(self)
+        self.id = id
         self.source = source
         self.name = name
         self.group = group
@@ -329,6 +368,9 @@ class Room:
 
     @ivar changes: the membership changes (L{Joined}, L{Renamed}, L{Left},
         L{Expired}) since the adapter last cleared this list, oldest first.
+    @ivar dirty: L{None}, or after L{track_members}, the members whose
+        state changed since the adapter last cleared it, by number (L{None}
+        for a member removed).
     """
 
     def __init__(
@@ -347,6 +389,8 @@ class Room:
         self.group_of = group_of
         self.max_members_per_group = max_members_per_group
         self.changes = []
+        self.dirty = None
+        self._next_id = 0
         self._members = {}  # source -> Member, in join order
         self._names = {}  # name -> Member
         self._silent = OrderedDict()  # source -> Member, longest silent first
@@ -394,6 +438,18 @@ class Room:
             self._remove(member)
             self.changes.append(Expired(member.source, member.name))
 
+    def track_members(self):
+        """
+        Start recording in L{dirty} the members whose state changes, for a
+        store that saves them.
+        """
+        self.dirty = {}
+        self._log.forgot_own = self._mark
+
+    def _mark(self, member):
+        if self.dirty is not None:
+            self.dirty[member.id] = member
+
     def members(self):
         """
         The members as C{(source, name)} pairs, in join order.
@@ -437,7 +493,9 @@ class Room:
         )
         line = wire.joined(name)
         self._log.append(None, line)
-        member = Member(source, name, group, now)
+        member = Member(self._next_id, source, name, group, now)
+        self._next_id += 1
+        self._mark(member)
         self._log.add_reader(member)
         others[source] = member
         self._names[name] = member
@@ -451,6 +509,7 @@ class Room:
         if member is None:
             raise IllegalMessage("not a member")
         self._log.append(member, wire.said(member.name, request.text))
+        self._mark(member)  # its read position may have moved past its line
         return EMPTY
 
     def _rename(self, source, member, request, now):
@@ -462,6 +521,7 @@ class Room:
         del self._names[old]
         self._names[new] = member
         member.name = new
+        self._mark(member)
         self.changes.append(Renamed(source, old, new))
         return EMPTY
 
@@ -476,6 +536,7 @@ class Room:
         if member is None:
             raise IllegalMessage("not a member")
         log = self._log
+        self._mark(member)
         member.dropped += log.discard(member, self.max_pending)
         if not member.dropped:
             return wire.LINE_SEPARATOR.join(log.read(member, self.max_reply_bytes))
@@ -498,3 +559,49 @@ class Room:
                 groups[member.group] -= 1
         self._log.remove_reader(member)
         self._log.append(None, line)
+        if self.dirty is not None:
+            self.dirty[member.id] = None
+
+    # For a store: what it saves, and how the room is rebuilt from it.
+
+    @property
+    def next_id(self):
+        """The number the next member will get."""
+        return self._next_id
+
+    @property
+    def log(self):
+        """The room's L{SharedLog}, for a store to save from."""
+        return self._log
+
+    def all_members(self):
+        """The L{Member} objects, in join order."""
+        return list(self._members.values())
+
+    def restore(self, members, lines, first, next_id):
+        """
+        Rebuild a new, empty room from what a store saved.
+
+        @param members: C{(id, source, name, position, own_forgotten,
+            dropped, last_seen)} for each member, in join order.
+        @param lines: C{(author id or None, line)} for each line held, from
+            sequence number C{first} on.
+        @param next_id: the number the next member will get.
+        """
+        by_id = {}
+        for id, source, name, position, own_forgotten, dropped, last_seen in members:
+            member = Member(id, source, name, self.group_of(source), last_seen)
+            member.position = position
+            member.own_forgotten = own_forgotten
+            member.dropped = dropped
+            by_id[id] = member
+            self._members[source] = member
+            self._names[name] = member
+            if member.group is not None:
+                self._groups[member.group] = self._groups.get(member.group, 0) + 1
+        for member in sorted(by_id.values(), key=lambda m: m.last_seen):
+            self._silent[member.source] = member
+        self._log.restore(
+            first, [(by_id.get(author), line) for author, line in lines], by_id.values()
+        )
+        self._next_id = next_id

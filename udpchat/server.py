@@ -9,6 +9,7 @@ and turns what the room reports into log events.
 from collections import Counter
 
 from twisted.application.service import Service
+from twisted.internet.defer import maybeDeferred
 from twisted.internet.error import MessageLengthError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import LoopingCall
@@ -28,6 +29,9 @@ SUMMARY_INTERVAL = 60.0
 
 EXPIRY_INTERVAL = 1.0
 """Seconds between two sweeps for idle members, when nothing arrives."""
+
+CHECKPOINT_INTERVAL = 60.0
+"""Seconds between two saves of every member's idle timer, with a store."""
 
 
 def canonical_address(address):
@@ -68,14 +72,22 @@ class ChatServerProtocol(DatagramProtocol):
         C{LogLevel.debug} is an event built for every request.
     @param limiter: a L{udpchat.limits.Limiter} deciding which datagrams
         reach the room, or L{None} for no traffic limits.
+    @param store: an open L{udpchat.store.Store} to commit the room's
+        changes to before the replies they cause are sent, or L{None} to
+        keep the room in memory only.  The datagrams of one reactor turn
+        share one commit.
     """
 
     noisy = False
 
-    def __init__(self, room, clock, log_level=LogLevel.info, limiter=None):
+    def __init__(self, room, clock, log_level=LogLevel.info, limiter=None, store=None):
         self.room = room
         self._clock = clock
         self._limiter = limiter
+        self.store = store
+        self._outbox = []  # (reply, address, source) waiting for a commit
+        self._flush_call = None
+        self._checkpoint = None
         self._log_requests = log_level == LogLevel.debug
         # twistd writes whatever it is given: filter here, by level.
         self.log = Logger(
@@ -92,14 +104,25 @@ class ChatServerProtocol(DatagramProtocol):
 
     def startProtocol(self):
         if self.room.idle_timeout:
-            self._sweeper = LoopingCall(self._sweep)
-            self._sweeper.clock = self._clock
-            self._sweeper.start(EXPIRY_INTERVAL, now=False)
+            self._sweeper = self._every(EXPIRY_INTERVAL, self._sweep)
+        if self.store is not None:
+            self._checkpoint = self._every(CHECKPOINT_INTERVAL, self._save_idle_times)
+
+    def _every(self, seconds, function):
+        call = LoopingCall(function)
+        call.clock = self._clock
+        call.start(seconds, now=False)
+        return call
 
     def stopProtocol(self):
-        if self._sweeper is not None:
-            self._sweeper.stop()
-            self._sweeper = None
+        for call in (self._sweeper, self._checkpoint):
+            if call is not None:
+                call.stop()
+        self._sweeper = self._checkpoint = None
+        if self._flush_call is not None:
+            # The port is closed: commit what was handled; the replies are
+            # lost, as the network could have lost them.
+            self.flush()
         if self._summary is not None:
             self._summary.cancel()
             self._log_summary()
@@ -131,20 +154,63 @@ class ChatServerProtocol(DatagramProtocol):
             self._count("illegal")
         if room.changes:
             self._log_changes(room.changes)
+        if self.store is None:
+            self._send(reply, address, source, now)
+        else:
+            self._outbox.append((reply, address, source))
+            self._flush_soon()
+
+    def _send(self, reply, address, source, now):
         try:
             self.transport.write(reply, address)
         except (OSError, MessageLengthError):
             # No route, a full buffer...: the client will time out.
             self._count("unsent")
             return
-        if limiter is not None:
-            limiter.charge(source, len(reply), now)
+        if self._limiter is not None:
+            self._limiter.charge(source, len(reply), now)
+
+    def _flush_soon(self):
+        if self._flush_call is None:
+            self._flush_call = self._clock.callLater(0, self.flush)
+
+    def flush(self):
+        """
+        Commit the room's changes, then send the replies that waited on it.
+        A reply is sent only once what it tells is on disk.
+        """
+        if self.store is None:
+            return
+        if self._flush_call is not None:
+            if self._flush_call.active():
+                self._flush_call.cancel()
+            self._flush_call = None
+        outbox, self._outbox = self._outbox, []
+        now = self._clock.seconds()
+        try:
+            self.store.commit(self.room, now)
+        except Exception:
+            # Nothing is promised that is not saved: no reply.  The changes
+            # stay marked, for the next commit to try again.
+            self._fault(None)
+            return
+        if self.transport is not None:
+            for reply, address, source in outbox:
+                self._send(reply, address, source, now)
+
+    def _save_idle_times(self):
+        try:
+            self.store.save_idle_times(self.room, self._clock.seconds())
+        except Exception:
+            self._fault(None)
 
     def _sweep(self):
         try:
             self.room.expire(self._clock.seconds())
             if self.room.changes:
                 self._log_changes(self.room.changes)
+                if self.store is not None:
+                    self._flush_soon()
         except Exception:
             self._fault(None)
 
@@ -237,6 +303,17 @@ class ChatService(Service):
 
     def startService(self):
         Service.startService(self)
+        store = self.protocol.store
+        if store is not None:
+            room = self.protocol.room
+            store.open()
+            store.load(room, self._reactor.seconds())
+            self.log.info(
+                "restored {members} and {lines} from {path}",
+                members=_counted(len(room.members()), "member"),
+                lines=_counted(room.stored_lines, "queued line"),
+                path=store.path,
+            )
         sock = self._socket
         # Read one byte more than any legal request, so that an oversize
         # datagram is seen as oversize, never parsed truncated.
@@ -255,12 +332,31 @@ class ChatService(Service):
         Service.stopService(self)
         if self.port is None:
             return None
-        stopped = self.port.stopListening()
-        room = self.protocol.room
-        self.log.info(
-            "udpchat stopped: {members} and {lines} dropped (the room lives "
-            "in memory only)",
+        protocol = self.protocol
+        if protocol.store is not None:
+            protocol.flush()  # answer what was handled before closing
+        stopped = maybeDeferred(self.port.stopListening)
+        return stopped.addCallback(lambda _: self._stopped())
+
+    def _stopped(self):
+        # The protocol has stopped (its timers too): nothing changes now.
+        protocol = self.protocol
+        room, store = protocol.room, protocol.store
+        counts = dict(
             members=_counted(len(room.members()), "member"),
             lines=_counted(room.stored_lines, "queued line"),
         )
-        return stopped
+        if store is None:
+            self.log.info(
+                "udpchat stopped: {members} and {lines} dropped (the room "
+                "lives in memory only)",
+                **counts,
+            )
+            return
+        store.save_idle_times(room, self._reactor.seconds())
+        store.close()
+        self.log.info(
+            "udpchat stopped: {members} and {lines} kept in {path}",
+            path=store.path,
+            **counts,
+        )

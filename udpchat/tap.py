@@ -11,7 +11,7 @@ import ipaddress
 from twisted.logger import LogLevel
 from twisted.python import usage
 
-from udpchat import limits
+from udpchat import limits, store
 from udpchat.binding import ReceiveBufferTooSmall, bind_udp
 from udpchat.room import (
     DEFAULT_IDLE_TIMEOUT,
@@ -124,6 +124,20 @@ class Options(usage.Options):
             "[default: the system's].",
         ],
         [
+            "state",
+            None,
+            None,
+            "SQLite file that keeps the room across restarts and crashes "
+            "[default: none, the room lives in memory].",
+        ],
+        [
+            "state-sync",
+            None,
+            "normal",
+            "With --state: 'normal' (a commit survives a crash of the "
+            "process) or 'full' (a power loss too, slower).",
+        ],
+        [
             "log-level",
             None,
             "info",
@@ -173,6 +187,18 @@ class Options(usage.Options):
             self["receive-buffer"] = _number(
                 "--receive-buffer", self["receive-buffer"], 4096, 2**30
             )
+        if self["state-sync"] not in store.SYNCHRONOUS:
+            raise usage.UsageError(
+                f"--state-sync must be one of {', '.join(store.SYNCHRONOUS)}, "
+                f"not {self['state-sync']!r}"
+            )
+        if self["state"] is not None:
+            # Read-only now; written only in startService, after the fork.
+            try:
+                store.check(self["state"])
+                self["state-lock"] = store.lock(self["state"])
+            except store.StateFileError as e:
+                raise usage.UsageError(f"--state: {e}") from None
         if self["log-level"] not in LOG_LEVELS:
             raise usage.UsageError(
                 f"--log-level must be one of {', '.join(LOG_LEVELS)}, "
@@ -232,7 +258,10 @@ def makeService(config, reactor=None):
         group_of=limiter.group_of,
         max_members_per_group=config["max-members-per-prefix"],
     )
+    state = None
+    if config["state"] is not None:
+        state = store.Store(config["state"], synchronous=config["state-sync"])
     protocol = ChatServerProtocol(
-        room, reactor, log_level=config["log-level"], limiter=limiter
+        room, reactor, log_level=config["log-level"], limiter=limiter, store=state
     )
     return ChatService(config["socket"], protocol, reactor)

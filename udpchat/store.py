@@ -1,0 +1,258 @@
+"""
+The room on disk: a SQLite database that survives restarts and crashes.
+
+The store saves the room as it is: its members (with their read positions)
+and the lines of its shared log still held, numbered as in the log.  The
+adapter commits what changed before it sends the replies those changes
+cause, so a reply is a promise kept: whatever a member was told (a line
+acknowledged, lines fetched) survives a crash of the process.
+
+Opening the file for writing waits for L{Store.open}, in C{startService}:
+twistd builds the service before it forks and drops privileges, and an
+SQLite connection must not cross a fork.  L{check} inspects the file
+read-only while the command line is parsed, so that a bad file is a usage
+error, and L{lock} keeps a second server off the same file.
+"""
+
+import fcntl
+import os
+import sqlite3
+from urllib.parse import quote
+
+APPLICATION_ID = 0x75647063  # "udpc"
+SCHEMA_VERSION = 1
+SYNCHRONOUS = ("normal", "full")
+
+_SCHEMA = """
+CREATE TABLE room (
+    singleton INTEGER PRIMARY KEY CHECK (singleton = 0),
+    first INTEGER NOT NULL,   -- sequence number of the oldest line held
+    next_id INTEGER NOT NULL, -- the number the next member will get
+    saved_at REAL NOT NULL    -- when this was committed (idle timers stop)
+);
+CREATE TABLE members (
+    id INTEGER PRIMARY KEY,   -- join order
+    host TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    own_forgotten INTEGER NOT NULL,
+    dropped INTEGER NOT NULL,
+    last_seen REAL NOT NULL
+);
+CREATE TABLE lines (
+    sequence INTEGER PRIMARY KEY,
+    author INTEGER,           -- a member id, or NULL
+    line BLOB NOT NULL
+);
+INSERT INTO room VALUES (0, 0, 0, 0);
+"""
+
+
+class StateFileError(Exception):
+    """
+    A state file that cannot be used; the message is one line for people.
+    """
+
+
+def check(path):
+    """
+    Check, without writing anything, that C{path} can hold a room: a udpchat
+    state file of this version, or no file (or an empty one) for a new room,
+    in a directory where SQLite can write its journal files.
+
+    @raise StateFileError: if it cannot.
+    """
+    if os.path.isdir(path):
+        raise StateFileError(f"{path} is a directory")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise StateFileError(f"directory {directory} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise StateFileError(
+            f"cannot write in {directory} (SQLite keeps {os.path.basename(path)}-wal "
+            "and -shm beside the file)"
+        )
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise StateFileError(f"cannot read and write {path}")
+    try:
+        connection = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
+        try:
+            _check_identity(connection, path)
+        finally:
+            connection.close()
+    except sqlite3.Error as e:
+        raise StateFileError(f"{path} is not a udpchat state file ({e})") from None
+
+
+def _check_identity(connection, path):
+    (application_id,) = connection.execute("PRAGMA application_id").fetchone()
+    (version,) = connection.execute("PRAGMA user_version").fetchone()
+    if application_id != APPLICATION_ID:
+        raise StateFileError(f"{path} is not a udpchat state file")
+    if version != SCHEMA_VERSION:
+        raise StateFileError(
+            f"{path} has schema version {version}; this udpchat reads version "
+            f"{SCHEMA_VERSION} only"
+        )
+
+
+def lock(path):
+    """
+    Lock C{path} for this process, so that no other udpchat server uses it.
+
+    The lock is an C{flock} on a side file, C{PATH.lock}; the descriptor
+    stays open, across twistd's fork too, for as long as the process lives.
+
+    @return: the locked file descriptor.
+    @raise StateFileError: if another process holds the lock.
+    """
+    lock_path = path + ".lock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise StateFileError(f"cannot open {lock_path}: {e.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise StateFileError(f"another udpchat server is using {path}") from None
+    return fd
+
+
+class Store:
+    """
+    A room's state file.
+
+    @param path: the file; L{check} approved it.
+    @param synchronous: C{normal} (a commit survives a crash of the process)
+        or C{full} (it survives a power loss too, at a cost).
+    """
+
+    def __init__(self, path, synchronous="normal"):
+        self.path = path
+        self.synchronous = synchronous
+        self._connection = None
+        self._saved_end = 0  # lines before this sequence number are saved
+
+    def open(self):
+        """
+        Open the file for writing, creating the schema in a new file.
+
+        @raise StateFileError: if the file changed since L{check}.
+        """
+        # A new file is private: it holds the group's messages.  SQLite
+        # gives its -wal and -shm files the same permissions.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        connection = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            (application_id,) = connection.execute("PRAGMA application_id").fetchone()
+            if application_id == 0 and not self._tables(connection):
+                # A new file: identify it before anything else is written.
+                connection.executescript(
+                    f"PRAGMA application_id = {APPLICATION_ID};"
+                    f"PRAGMA user_version = {SCHEMA_VERSION};"
+                    f"BEGIN; {_SCHEMA} COMMIT;"
+                )
+            _check_identity(connection, self.path)
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
+        except BaseException:
+            connection.close()
+            raise
+        self._connection = connection
+
+    def _tables(self, connection):
+        return connection.execute("SELECT name FROM sqlite_master").fetchall()
+
+    def load(self, room, now):
+        """
+        Fill the new C{room} from the file, as it stood at the last commit,
+        at time C{now}: idle timers resume where they stood, since members
+        could not reach a stopped server.  The room then tracks its changes.
+        """
+        connection = self._connection
+        first, next_id, saved_at = connection.execute(
+            "SELECT first, next_id, saved_at FROM room"
+        ).fetchone()
+        downtime = max(0.0, now - saved_at) if saved_at else 0.0
+        members = [
+            (id, (host, port), name, position, own_forgotten, dropped, last_seen + downtime)
+            for id, host, port, name, position, own_forgotten, dropped, last_seen in connection.execute(
+                "SELECT id, host, port, name, position, own_forgotten, dropped, last_seen"
+                " FROM members ORDER BY id"
+            )
+        ]
+        lines = connection.execute(
+            "SELECT author, line FROM lines WHERE sequence >= ? ORDER BY sequence", (first,)
+        ).fetchall()
+        room.restore(members, lines, first, next_id)
+        room.track_members()
+        self._saved_end = room.log.end
+
+    def commit(self, room, now):
+        """
+        Save what changed in C{room} since the last commit, in one
+        transaction, at time C{now}.
+        """
+        connection = self._connection
+        dirty = room.dirty
+        log = room.log
+        connection.execute("BEGIN")
+        try:
+            removed = [(id,) for id, member in dirty.items() if member is None]
+            if removed:
+                connection.executemany("DELETE FROM members WHERE id = ?", removed)
+            changed = [_member_row(m) for m in dirty.values() if m is not None]
+            if changed:
+                connection.executemany(
+                    "INSERT OR REPLACE INTO members VALUES (?, ?, ?, ?, ?, ?, ?, ?)", changed
+                )
+            new_lines = [
+                (sequence, None if author is None else author.id, line)
+                for sequence, author, line in log.lines_since(self._saved_end)
+            ]
+            if new_lines:
+                connection.executemany("INSERT OR REPLACE INTO lines VALUES (?, ?, ?)", new_lines)
+            connection.execute("DELETE FROM lines WHERE sequence < ?", (log.first,))
+            connection.execute(
+                "UPDATE room SET first = ?, next_id = ?, saved_at = ?",
+                (log.first, room.next_id, now),
+            )
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        dirty.clear()
+        self._saved_end = log.end
+
+    def save_idle_times(self, room, now):
+        """
+        Save every member's idle timer (between commits they are saved only
+        for the members whose state changed), then commit the rest.
+        """
+        for member in room.all_members():
+            room.dirty.setdefault(member.id, member)
+        self.commit(room, now)
+
+    def close(self):
+        """Close the file; L{open} may open it again."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def _member_row(member):
+    host, port = member.source[:2]
+    return (
+        member.id,
+        host,
+        port,
+        member.name,
+        member.position,
+        member.own_forgotten,
+        member.dropped,
+        member.last_seen,
+    )
