@@ -68,7 +68,7 @@ class RestartTests(StateCase):
             [al.request(b"5"), bo.request(b"5"), cy.request(b"5")],
             [
                 b"Bo has joined\nCy has joined\nCy changed his name to Cyd\nBo: hi",
-                b"Cy has joined\nCy changed his name to Cyd",
+                b"Cy changed his name to Cyd",
                 b"Al: hello\nBo: hi",
             ],
         )
