@@ -484,6 +484,13 @@ class SystemdUnitTests(SynchronousTestCase):
                 argv[i + 1] = "0"
             elif arg.startswith("--port="):
                 argv[i] = "--port=0"
+        # %S is systemd's state directory, where StateDirectory= makes ours.
+        self.assertEqual(self.values("StateDirectory"), ["udpchat"])
+        state = tempfile.TemporaryDirectory()
+        self.addCleanup(state.cleanup)
+        os.mkdir(os.path.join(state.name, "udpchat"))
+        argv = [arg.replace("%S", state.name) for arg in argv]
+        self.assertTrue(any("udpchat/room.db" in arg for arg in argv), argv)
         argv += ["--interface", "127.0.0.1"]
         server = start_server(self, argv=argv)
         self.assertEqual(server.host, "127.0.0.1")
