@@ -76,6 +76,8 @@ class OptionsTests(OptionsTestMixin, SynchronousTestCase):
                 "reply-burst": "262144",
                 "exempt": "127.0.0.0/8,::1/128",
                 "receive-buffer": None,
+                "state": None,
+                "state-sync": "normal",
                 "log-level": "info",
             },
         )
