@@ -28,6 +28,7 @@ may stay silent.  Limits on traffic (rates, reply budgets) are decided before
 a datagram reaches the room, by L{udpchat.limits}.
 """
 
+from bisect import bisect_right
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
@@ -116,8 +117,15 @@ class SharedLog:
     def __init__(self, capacity=None):
         self.capacity = capacity
         self.forgot_own = None  # called with an author whose line was forgotten
-        self._entries = []  # (author, line) for sequence numbers _base, ...
-        self._base = 0  # sequence number of _entries[0]
+        # Three parallel lists, for sequence numbers _base, _base + 1, ...:
+        # each line, its author, and where it ends in the bytes of the log
+        # as if every line were followed by a separator (_ends has one more
+        # item: where the line before _base ended).  With _ends a poll finds
+        # how many lines fit by bisection, and takes them as one slice.
+        self._lines = []
+        self._authors = []
+        self._ends = [0]
+        self._base = 0  # sequence number of _lines[0]
         self._first = 0  # first sequence number still held for a reader
         # position -> how many readers are there; a reader behind _first
         # (it has not read lines the log forgot) is counted at _first.
@@ -126,7 +134,7 @@ class SharedLog:
     @property
     def end(self):
         """The sequence number the next line will get."""
-        return self._base + len(self._entries)
+        return self._base + len(self._lines)
 
     @property
     def first(self):
@@ -139,15 +147,16 @@ class SharedLog:
         C{(sequence, author, line)}.
         """
         start = max(sequence, self._first)
-        entries = self._entries[start - self._base :]
-        return [(start + i, author, line) for i, (author, line) in enumerate(entries)]
+        index = start - self._base
+        return list(zip(range(start, self.end), self._authors[index:], self._lines[index:]))
 
     def restore(self, first, entries, readers):
         """
         Make this (new) log hold C{entries}, C{(author, line)} pairs numbered
         from C{first}, read by C{readers} at the positions they hold.
         """
-        self._entries = list(entries)
+        for author, line in entries:
+            self._add(author, line)
         self._base = self._first = first
         end = self.end
         for reader in readers:
@@ -155,7 +164,7 @@ class SharedLog:
             self._readers[position] = self._readers.get(position, 0) + 1
             own = [
                 first + i
-                for i, (author, _) in enumerate(self._entries)
+                for i, author in enumerate(self._authors)
                 if author is reader and first + i >= position
             ]
             reader.own = deque(own) if own else None
@@ -172,7 +181,7 @@ class SharedLog:
         given it, or L{None}).
         """
         sequence = self.end
-        self._entries.append((author, line))
+        self._add(author, line)
         if author is not None:
             if author.position == sequence:
                 # The author has read everything else, so it skips its own
@@ -189,6 +198,11 @@ class SharedLog:
             # The log held nothing anyone needed: if no reader waits at
             # this line either (an empty room), it is released at once.
             self._release()
+
+    def _add(self, author, line):
+        self._lines.append(line)
+        self._authors.append(author)
+        self._ends.append(self._ends[-1] + len(line) + len(wire.LINE_SEPARATOR))
 
     def add_reader(self, reader):
         """
@@ -228,10 +242,10 @@ class SharedLog:
         excess = self.unread(reader) - keep
         if excess > 0:
             lost += excess
-            entries, own = self._entries, reader.own
+            authors, own = self._authors, reader.own
             index = position - self._base
             while excess:
-                if entries[index][0] is reader:
+                if authors[index] is reader:
                     own.popleft()
                 else:
                     excess -= 1
@@ -249,22 +263,27 @@ class SharedLog:
 
         @return: the list of lines taken.
         """
-        entries, own = self._entries, reader.own
-        index = reader.position - self._base
+        lines, ends, own, base = self._lines, self._ends, reader.own, self._base
+        count = len(lines)
+        index = reader.position - base
         taken = []
-        size = -len(wire.LINE_SEPARATOR)
-        count = len(entries)
+        # Every line costs its length and a separator; the first line's
+        # separator is free.
+        budget = max_bytes + len(wire.LINE_SEPARATOR)
         while index < count:
-            author, line = entries[index]
-            if author is reader:
-                own.popleft()
-            else:
-                size += len(wire.LINE_SEPARATOR) + len(line)
-                if size > max_bytes:
-                    break
-                taken.append(line)
-            index += 1
-        self._move(reader, self._base + index)
+            # The lines up to the reader's next own line, if any, are one
+            # run: take as many of them as fit, in one slice.
+            stop = own[0] - base if own else count
+            fit = bisect_right(ends, ends[index] + budget, index, stop + 1) - 1
+            taken += lines[index:fit]
+            budget -= ends[fit] - ends[index]
+            index = fit
+            if fit < stop:
+                break  # the next line does not fit
+            if stop < count:
+                own.popleft()  # its own line: pass it
+                index += 1
+        self._move(reader, base + index)
         return taken
 
     def peek(self, reader):
@@ -273,7 +292,11 @@ class SharedLog:
         its own, without taking them.
         """
         start = max(reader.position, self._first) - self._base
-        return [line for author, line in self._entries[start:] if author is not reader]
+        return [
+            line
+            for author, line in zip(self._authors[start:], self._lines[start:])
+            if author is not reader
+        ]
 
     def _move(self, reader, position):
         if position != reader.position:
@@ -294,7 +317,7 @@ class SharedLog:
 
     def _forget_oldest(self):
         sequence = self._first
-        author = self._entries[sequence - self._base][0]
+        author = self._authors[sequence - self._base]
         if author is not None and author.own and author.own[0] == sequence:
             # Its author had not passed it yet: remember that one of the
             # lines it will find missing was its own.
@@ -320,8 +343,10 @@ class SharedLog:
         released = first - self._base
         # Compact when at least half the list is released lines, so that
         # memory stays within twice what readers still need.
-        if released and released * 2 >= len(self._entries):
-            del self._entries[:released]
+        if released and released * 2 >= len(self._lines):
+            del self._lines[:released]
+            del self._authors[:released]
+            del self._ends[:released]
             self._base = first
 
 
