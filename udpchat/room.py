@@ -415,6 +415,8 @@ class Room:
         self.max_members_per_group = max_members_per_group
         self.changes = []
         self.dirty = None
+        # No member can expire before this time (a lower bound).
+        self._next_expiry = float("inf") if not idle_timeout else 0.0
         self._next_id = 0
         self._members = {}  # source -> Member, in join order
         self._names = {}  # name -> Member
@@ -437,7 +439,8 @@ class Room:
             request the protocol refuses, which changes nothing (but shows
             that a member is still there).
         """
-        self.expire(now)
+        if now >= self._next_expiry:
+            self.expire(now)
         member = self._members.get(source)
         if member is not None:
             member.last_seen = now
@@ -458,10 +461,15 @@ class Room:
         silent = self._silent
         while silent:
             member = next(iter(silent.values()))
-            if member.last_seen + timeout > now:
+            due = member.last_seen + timeout
+            if due > now:
+                # Nobody expires before then: members heard from since
+                # only expire later.  receive() need not look until then.
+                self._next_expiry = due
                 return
             self._remove(member)
             self.changes.append(Expired(member.source, member.name))
+        self._next_expiry = now + timeout
 
     def track_members(self):
         """
