@@ -16,7 +16,12 @@ import tempfile
 import time
 
 from harness import DEADLINE, Client, Member, Server, environment, free_port, wait_for
+from twisted.internet.task import Clock
+from twisted.internet.testing import FakeDatagramTransport
 from twisted.trial.unittest import SynchronousTestCase
+
+from udpchat import client as client_module
+from udpchat import wire
 
 CLIENT = [sys.executable, "-m", "udpchat.client"]
 REQUEST_LOGGED = re.compile(r"\] (\S+) sent (b['\"].*)$")
@@ -140,10 +145,10 @@ class ClientTestCase(SynchronousTestCase):
         if client.process.stdin is not None and not client.process.stdin.closed:
             client.process.stdin.close()
 
-    def finish(self, client):
-        """End the client's input; assert a clean exit with status 0."""
+    def finish(self, client, status=0):
+        """End the client's input; assert a clean exit with C{status}."""
         client.end_input()
-        self.assertEqual(client.wait(), 0, client.stderr.text())
+        self.assertEqual(client.wait(), status, client.stderr.text())
         self.assertNotIn("Traceback", client.stderr.text())
 
     def client_source(self, server):
@@ -295,6 +300,44 @@ class LeavingTests(ClientTestCase):
         self.assertEqual(client.stdout.lines, ["A", "A: late"])
         self.assertNotIn("Traceback", client.stderr.text())
 
+    def test_second_interrupt_stops_waiting(self):
+        """A second SIGINT while leaving exits at once with 130, one line, no traceback."""
+        server = self.scripted_server()
+        client = self.interruptible_client(server.port, "--poll-interval", "0", "--timeout", "30")
+        client.type("1 Cy\n")
+        self.assertEqual(server.receive(), b"1 Cy")
+        server.answer(b"")
+        client.process.send_signal(signal.SIGINT)
+        self.assertEqual(server.receive(), b"4")  # and no reply to it
+        client.process.send_signal(signal.SIGINT)
+        self.assertEqual(client.wait(5), 130, client.stderr.text())
+        self.assertEqual(len(client.stderr.lines), 1, client.stderr.lines)
+        self.assertIn("interrupted again", client.stderr.text())
+
+    def test_reader_of_output_gone_is_end_of_input(self):
+        """When nobody reads stdout any more the client leaves and exits, stdin still open."""
+        server = self.scripted_server()
+        with tempfile.TemporaryDirectory() as cwd:
+            process = subprocess.Popen(
+                CLIENT + ["127.0.0.1", str(server.port), "--poll-interval", "0", "--timeout", "5"],
+                cwd=cwd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            self.addCleanup(reap, process)
+            self.addCleanup(process.stdin.close)
+            process.stdin.write(b"1 Cy\n")
+            process.stdin.flush()
+            self.assertEqual(server.receive(), b"1 Cy")
+            process.stdout.close()
+            server.answer(b"")
+            self.assertEqual(server.receive(), b"4")
+            server.answer(b"")
+            self.assertEqual(process.wait(DEADLINE), 0)
+            self.assertEqual(process.stderr.read(), b"")
+            process.stderr.close()
+
     def test_end_of_input_unregistered_sends_no_leave(self):
         """A client that never joined sends no 4 at the end of input."""
         server = self.scripted_server()
@@ -385,9 +428,29 @@ class RequestTests(ClientTestCase):
         self.assertEqual(server.receive(), b"2 x")
         server.answer(b"Illegal message")
         wait_for(lambda: client.stdout.lines)
-        self.finish(client)
+        self.finish(client, status=1)
         self.assertEqual(client.stdout.lines, ["Illegal message"])
-        self.assertEqual(len(client.stderr.lines), 1, client.stderr.lines)
+        self.assertEqual(len(client.stderr.lines), 2, client.stderr.lines)
+        self.assertIn("no reply from 127.0.0.1", client.stderr.lines[0])
+        self.assertEqual(client.stderr.lines[1], "udpchat.client: 2 requests got no reply")
+
+    def test_missing_reply_while_leaving_goes_on_with_the_next_line(self):
+        """After the end of input a lost reply is counted, and the next line still sent."""
+        server = self.scripted_server()
+        client = self.local_client(server.port, "--poll-interval", "0", "--timeout", "0.5")
+        client.type("1 Cy\n2 a\n2 b\n")
+        client.end_input()
+        self.assertEqual(server.receive(), b"1 Cy")
+        server.answer(b"")
+        self.assertEqual(server.receive(), b"2 a")  # and no reply to it
+        self.assertEqual(server.receive(), b"2 b")
+        server.answer(b"")
+        self.assertEqual(server.receive(), b"4")
+        server.answer(b"")
+        self.assertEqual(client.wait(), 1, client.stderr.text())
+        self.assertEqual(len(client.stderr.lines), 2, client.stderr.lines)
+        self.assertIn("no reply from 127.0.0.1", client.stderr.lines[0])
+        self.assertEqual(client.stderr.lines[1], "udpchat.client: 1 request got no reply")
 
     def test_stray_datagrams_are_ignored(self):
         """A datagram from another socket is neither printed nor taken as the reply."""
@@ -406,12 +469,13 @@ class RequestTests(ClientTestCase):
         self.finish(client)
         self.assertEqual(client.stdout.lines, ["real", "again"])
 
-    def test_unreachable_server_is_one_line_and_exit_zero(self):
-        """Nothing listening on the port: one stderr line, exit 0 at the end of input."""
+    def test_unreachable_server_is_reported_and_exit_one(self):
+        """Nothing listening on the port: one line, a summary, exit 1 at the end of input."""
         client = self.local_client(free_port(), "--timeout", "0.5")
         client.type("1 Cy\n")
-        self.finish(client)
-        self.assertEqual(len(client.stderr.lines), 1, client.stderr.lines)
+        self.finish(client, status=1)
+        self.assertEqual(len(client.stderr.lines), 2, client.stderr.lines)
+        self.assertEqual(client.stderr.lines[1], "udpchat.client: 1 request got no reply")
         self.assertEqual(client.stdout.lines, [])
 
 
@@ -485,6 +549,24 @@ class PollingTests(ClientTestCase):
         server.expect_silence(0.05)  # no longer a member: no 4
         self.assertEqual(client.stdout.lines, ["Illegal message"])
         self.assertEqual(len(client.stderr.lines), 1, client.stderr.lines)
+
+    def test_poll_refused_after_a_lost_one_stops_polling_with_a_clear_message(self):
+        """A lost poll, then one refused: two stderr lines saying what to do; exit 0."""
+        server = self.scripted_server()
+        client = self.local_client(server.port, "--poll-interval", "0.2", "--timeout", "0.3")
+        client.type("1 Cy\n")
+        self.assertEqual(server.receive(), b"1 Cy")
+        server.answer(b"")
+        self.assertEqual(server.receive(), b"5")  # lost
+        self.assertEqual(server.receive(), b"5")
+        server.answer(b"Illegal message")
+        wait_for(lambda: len(client.stderr.lines) == 2)
+        server.expect_silence(0.5)
+        self.finish(client)  # a lost automatic poll is no request of the user's
+        self.assertIn("no reply", client.stderr.lines[0])
+        self.assertIn("no longer knows this client as a member", client.stderr.lines[1])
+        self.assertIn("join again", client.stderr.lines[1])
+        self.assertEqual(client.stdout.lines, [])
 
     def test_server_restart_stops_automatic_polling(self):
         """A restarted server that forgot the client ends its polling without stdout noise."""
@@ -566,6 +648,18 @@ class AddressTests(ClientTestCase):
             lines_until(alice, "Cy has left the group"), ["Cy has joined", "Cy has left the group"]
         )
 
+    def test_bracketed_ipv6_literal_host(self):
+        """HOST [::1], as in URLs, is the IPv6 address ::1."""
+        server = self.member(("::1", 0))
+        port = server.socket.getsockname()[1]
+        client = self.client("[::1]", str(port), "--timeout", "5", "--poll-interval", "0")
+        client.type("5\n")
+        datagram, source = server.socket.recvfrom(70000)
+        self.assertEqual(datagram, b"5")
+        server.socket.sendto(b"hello", source)
+        self.finish(client)
+        self.assertEqual(client.stdout.lines, ["hello"])
+
     def test_localhost_reaches_dual_stack_server(self):
         """HOST localhost talks to a server listening on every interface."""
         server = self.server(interface=None)
@@ -624,3 +718,126 @@ class ArgumentTests(ClientTestCase):
         self.assertEqual(len(client.stderr.lines), 1, client.stderr.lines)
         self.assertNotIn("Traceback", client.stderr.text())
         self.assertEqual(client.stdout.lines, [])
+
+    def test_host_label_too_long_is_one_line(self):
+        """A host whose label is over 63 characters exits 1 with one stderr line."""
+        client = self.client("a" * 64 + ".com", "12345", stdin=subprocess.DEVNULL)
+        self.assertEqual(client.wait(), 1)
+        self.assertEqual(len(client.stderr.lines), 1, client.stderr.lines)
+        self.assertIn("cannot resolve", client.stderr.text())
+        self.assertEqual(client.stdout.lines, [])
+
+    def test_raw_client_does_not_import_conch(self):
+        """The raw client imports neither the chat console nor Twisted's conch."""
+        script = (
+            "import sys, udpchat.client; "
+            "print(sorted(m for m in sys.modules if 'conch' in m or m == 'udpchat.console'))"
+        )
+        with tempfile.TemporaryDirectory() as cwd:
+            process = subprocess.run(
+                [sys.executable, "-c", script], cwd=cwd, capture_output=True, timeout=DEADLINE
+            )
+        self.assertEqual(process.stdout, b"[]\n", process.stderr)
+
+    def test_invalid_name_is_a_usage_error(self):
+        """--name with a name that no server accepts exits 2 with the usage text."""
+        for name in ("a,b", "x" * 33, " padded", ""):
+            with tempfile.TemporaryDirectory() as cwd:
+                process = subprocess.run(
+                    CLIENT + ["127.0.0.1", "12345", "--name", name],
+                    cwd=cwd,
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    timeout=DEADLINE,
+                )
+            self.assertEqual(process.returncode, 2, name)
+            self.assertIn(b"not a valid name", process.stderr)
+            self.assertNotIn(b"Traceback", process.stderr)
+
+
+SERVER = ("127.0.0.1", 12345)
+
+
+class ChatClientTests(SynchronousTestCase):
+    """
+    L{client_module.ChatClient} against a fake transport and a fake clock.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.shown = []
+        self.warned = []
+        self.transport = FakeDatagramTransport()
+        self.client = client_module.ChatClient(
+            SERVER,
+            self.clock,
+            show=self.shown.append,
+            warn=self.warned.append,
+            poll_interval=1.0,
+            timeout=2.0,
+        )
+        self.client.makeConnection(self.transport)
+
+    def sent(self):
+        """The datagrams written so far."""
+        return [datagram for datagram, address in self.transport.written]
+
+    def answer(self, reply):
+        self.client.datagramReceived(reply, SERVER)
+
+    def test_each_line_queued_when_finishing_gets_its_own_timeout(self):
+        """Finishing, a request with no reply is counted and the next one is sent."""
+        self.client.send(b"1 Cy")
+        self.answer(b"")
+        self.client.send(b"2 a")
+        self.client.send(b"2 b")
+        finished = self.client.finish()
+        self.clock.advance(2.0)
+        self.assertEqual(self.sent(), [b"1 Cy", b"2 a", b"2 b"])
+        self.answer(b"")
+        self.assertEqual(self.sent()[-1], wire.encode_request(wire.LEAVE))
+        self.answer(b"")
+        self.successResultOf(finished)
+        self.assertEqual(self.client.unanswered, 1)
+        self.assertEqual(len(self.warned), 1)
+
+    def test_request_fires_with_the_reply_or_none(self):
+        """request() gives the reply to its request, or None once it timed out."""
+        answered = self.client.request(b"5")
+        lost = self.client.request(b"5")
+        self.answer(b"A: hi")
+        self.assertEqual(self.successResultOf(answered), b"A: hi")
+        self.assertNoResult(lost)
+        self.clock.advance(2.0)
+        self.assertIsNone(self.successResultOf(lost))
+        self.assertEqual(self.shown, [])  # the caller shows replies, not the client
+
+    def test_late_reply_is_ignored(self):
+        """A reply arriving after its timeout, with nothing outstanding, is dropped."""
+        self.client.send(b"5")
+        self.clock.advance(2.0)
+        self.answer(b"late")
+        self.assertEqual(self.shown, [])
+
+    def test_polls_and_leave_are_the_wire_requests(self):
+        """The automatic poll and leave are wire.FETCH and wire.LEAVE, encoded by wire."""
+        self.client.send(wire.encode_request(wire.Join("Cy")))
+        self.answer(b"")
+        self.clock.advance(1.0)
+        self.assertEqual(self.sent()[-1], wire.encode_request(wire.FETCH))
+        self.answer(b"A: hi")
+        self.assertEqual(self.shown, [b"A: hi"])
+        self.answer(b"")  # the drain poll sent at once after a non-empty reply
+        self.client.finish()
+        self.assertEqual(self.sent()[-1], wire.encode_request(wire.LEAVE))
+
+    def test_request_codes_are_not_spelled_in_the_client(self):
+        """No bytes literal in client.py is a request code: those live in wire.py."""
+        with open(client_module.__file__, encoding="utf-8") as source:
+            tree = ast.parse(source.read())
+        literals = {
+            node.value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, bytes)
+        }
+        self.assertEqual(literals & {b"1", b"2", b"3", b"4", b"5"}, set())

@@ -1,0 +1,686 @@
+"""
+The chat mode of the client (C{--name NAME}): join as NAME, then every line
+typed is a message, and a line that starts with C{/} is a command.
+
+On a terminal (stdin and stdout both), the input line stays at the bottom
+and the group's lines are printed above it without garbling what is being
+typed: Twisted's conch line editor (L{HistoricRecvLine}, history included)
+under L{ServerProtocol} on L{StandardIO}.  Elsewhere it reads and writes
+plain lines, with no terminal control codes, for scripts.
+
+This module sits on top of L{udpchat.client} and knows requests only
+through L{udpchat.wire}, which judges them for the client as for the
+server: a line the protocol refuses is explained here and never sent.
+"""
+
+import codecs
+import os
+from collections import deque
+import re
+import termios
+import tty
+import unicodedata
+
+from twisted.conch.insults.insults import ServerProtocol
+from twisted.conch.recvline import HistoricRecvLine
+from twisted.internet import fdesc, stdio
+
+from udpchat import wire
+from udpchat.client import NO_REPLY, Occasion, Session, StdioLines, complain
+
+PLAIN = "plain"
+"""A chat line, or anything else shown as it is."""
+
+EVENT = "event"
+"""A join, leave or rename, a dropped-lines notice, or the client's news."""
+
+PROBLEM = "problem"
+"""What was not sent or not delivered, and why."""
+
+HELP = """\
+Every line you type is sent to the group.  Commands:
+  /nick NEW   take the name NEW
+  /poll       fetch new messages now
+  /raw LINE   send LINE as a protocol request (1 Name, 2 Text, 3 New, 4, 5)
+  /quit       leave the group and exit (so do Ctrl-D on an empty line, and Ctrl-C)
+  /help       this text
+Begin a message with // to send one that begins with /."""
+
+_DROPPED = re.compile(r"\[\d+ lines? dropped\]\Z")
+_EVENT = re.compile(r".+ (?:has joined|has left the group|changed his name to .+)\Z", re.DOTALL)
+
+# Control characters (Cc) but TAB: legal lines never hold them, and a
+# terminal would obey them.  One regular expression, as in wire.py.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+# What wire.IllegalMessage says, as a user would like to read it.
+_WHY = {
+    "name length": f"a name has 1 to {wire.MAX_NAME_CHARS} characters",
+    "name padded with whitespace": "a name cannot begin or end with a space",
+    "reserved name": "that name is reserved",
+    "forbidden character in name": (
+        "a name cannot hold a comma, a control character or an invisible formatting one"
+    ),
+    "blank text": "a message cannot be blank",
+    "forbidden character in text": (
+        "a message cannot hold control characters (a tab aside) or line separators"
+    ),
+    "text too long": f"a message holds at most {wire.MAX_TEXT_BYTES} bytes of UTF-8",
+    "too long": f"a message holds at most {wire.MAX_TEXT_BYTES} bytes of UTF-8",
+}
+
+
+def line_kind(line):
+    """
+    L{EVENT} for a join, leave or rename line, or a dropped-lines notice;
+    L{PLAIN} for a chat line, C{Name: Text}.
+
+    The server's lines carry no type, so this guesses from their form: an
+    event never holds C{": "} unless a name does.  A join of such a name is
+    then shown as a chat line: better than a chat line dimmed as an event.
+    """
+    if _DROPPED.match(line) or (": " not in line and _EVENT.match(line)):
+        return EVENT
+    return PLAIN
+
+
+def printable(text):
+    """C{text} with each control character but TAB shown as U+FFFD."""
+    return _CONTROL.sub("\ufffd", text)
+
+
+def judged(request):
+    """
+    The datagram that carries C{request}, once L{wire.parse_request} has
+    accepted it.
+
+    @raise wire.IllegalMessage: when the server would refuse it.
+    """
+    datagram = wire.encode_request(request)
+    wire.parse_request(datagram)
+    return datagram
+
+
+def explain(error, text=""):
+    """Why the protocol refuses C{text}, from the L{wire.IllegalMessage}."""
+    why = _WHY.get(str(error), str(error))
+    if str(error) in ("text too long", "too long"):
+        why += f" (this one has {len(text.encode())})"
+    return why
+
+
+def _on_terminal(environ):
+    return os.isatty(0) and os.isatty(1) and environ.get("TERM") != "dumb"
+
+
+class ChatSession(Session):
+    """
+    Join as C{name}; then lines are messages and C{/} lines commands; the
+    group's lines are shown as they arrive.
+
+    @param name: a name that L{wire} accepts (the command line checked it).
+    @param terminal: whether to use the terminal's line editor; by default,
+        when stdin and stdout are a terminal (not C{TERM=dumb}).
+    @param environ: the environment (C{NO_COLOR}, C{TERM}).
+    """
+
+    def __init__(self, name, terminal=None, environ=os.environ):
+        Session.__init__(self)
+        self.name = name
+        self._terminal = _on_terminal(environ) if terminal is None else terminal
+        self._colour = not environ.get("NO_COLOR")
+        self._joined = False
+        self._asking_name = False  # the next line typed is a name
+        self._input_over = False
+        self._backlog = deque()  # lines typed, not yet performed
+        self._busy = False  # waiting for a reply before the next line
+        self._commands = {
+            "nick": self._nick,
+            "poll": self._poll,
+            "quit": self._quit,
+            "raw": self._raw_usage,
+            "help": self._help,
+        }
+
+    def start(self, client, reactor):
+        if self._terminal:
+            screen = TerminalScreen.open(self, reactor, colour=self._colour)
+        else:
+            screen = LineScreen(self)
+            stdio.StandardIO(screen, reactor=reactor)
+        self.attach(client, screen)
+
+    def attach(self, client, screen):
+        """
+        Talk through C{client}, show on C{screen}, and join.
+
+        @param screen: has C{say(text, kind)}, C{set_prompt(text)},
+            C{set_input(text)} and C{close()}, like L{LineScreen}.
+        """
+        self.client = client
+        self.io = screen
+        self._join(self.name)
+
+    # What the client and the input tell us.
+
+    def show(self, reply):
+        """Show the lines of a poll's reply as they came, events set apart."""
+        for line in reply.split(wire.LINE_SEPARATOR):
+            text = line.decode("utf-8", "replace")
+            self.io.say(text, line_kind(text))
+
+    def warn(self, message):
+        self.io.say(message, PROBLEM)
+
+    def line_received(self, line):
+        if self._leaving:
+            return
+        if self._asking_name:
+            self._name_typed(line)
+        else:
+            self._backlog.append(line)
+            self._work()
+
+    def line_refused(self, size):
+        self.io.say(f"not sent: the line is too long ({_WHY['text too long']})", PROBLEM)
+
+    def input_ended(self):
+        self._input_over = True
+        if self._asking_name:
+            self.leave()
+        else:
+            self._work()
+
+    def _work(self):
+        """
+        Perform the lines typed, in order, once joined; then leave if the
+        input is over.  Without a terminal each line waits for the reply to
+        the one before, so that the output follows the input, as a script
+        expects; on a terminal, local answers (/help, a line refused) need
+        not wait for the server.
+        """
+        while self._joined and self._backlog and not (self._busy or self._leaving):
+            pending = self._perform(self._backlog.popleft())
+            if pending is not None and not self._terminal:
+                self._busy = True
+                pending.addCallback(self._performed)
+        if self._input_over and self._joined and not (self._backlog or self._busy):
+            self.leave()
+
+    def _performed(self, _):
+        self._busy = False
+        self._work()
+
+    # Joining.
+
+    def _join(self, name):
+        self.name = name
+        self.io.set_prompt(f"{name}> ")
+        joined = self.client.request(wire.encode_request(wire.Join(name)))
+        joined.addCallback(self._join_answered, name)
+
+    def _join_answered(self, reply, name):
+        if reply is None or reply == wire.ILLEGAL:
+            if reply is None:
+                why = "could not join: no reply from the server"
+            else:
+                why = _refused(name)
+            self._join_failed(why, name)
+            return
+        self._joined = True
+        self.io.say(_member_list(reply), EVENT)
+        self._work()
+
+    def _join_failed(self, why, name):
+        if self._terminal and not self._input_over:
+            self.io.say(why, PROBLEM)
+            self.io.say("Type a name to try again, or /quit", EVENT)
+            if self._backlog:
+                self.io.say(f"{len(self._backlog)} lines typed meanwhile not sent", PROBLEM)
+            self._backlog.clear()
+            self._asking_name = True
+            self.io.set_prompt("Name: ")
+            self.io.set_input(name)
+        else:
+            self.io.say(why, PROBLEM)
+            self._backlog.clear()
+            self.status = NO_REPLY
+            self.leave()
+
+    def _name_typed(self, line):
+        text = line.decode("utf-8", "replace").strip()
+        if text == "/quit":
+            self.leave()
+            return
+        try:
+            judged(wire.Join(text))
+        except wire.IllegalMessage as e:
+            self.io.say(f"not a valid name: {explain(e)}", PROBLEM)
+            self.io.set_input(text)
+            return
+        self._asking_name = False
+        self._join(text)
+
+    # Lines typed once joined.
+
+    def _perform(self, line):
+        """
+        Act on one line typed.
+
+        @return: the L{Deferred} of the request sent, if any.
+        """
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if line.startswith(b"/raw "):
+            return self._raw(line[len(b"/raw ") :])
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            self.io.say("not sent: the line is not valid UTF-8", PROBLEM)
+            return
+        if not text:
+            return  # Enter on an empty line: nothing to say
+        if text.startswith("//"):
+            return self._say(text[1:])
+        if text.startswith("/"):
+            return self._command(text)
+        return self._say(text)
+
+    def _command(self, text):
+        word, _, argument = text[1:].partition(" ")
+        command = self._commands.get(word)
+        if command is None:
+            self.io.say(f"unknown command /{word}: /help lists the commands", PROBLEM)
+            return None
+        return command(argument.strip())
+
+    def _say(self, text):
+        try:
+            datagram = judged(wire.Say(text))
+        except wire.IllegalMessage as e:
+            self.io.say(f"not sent: {explain(e, text)}", PROBLEM)
+            return
+        return self.client.request(datagram).addCallback(self._say_answered, text)
+
+    def _say_answered(self, reply, text):
+        line = f"{self.name}: {text}"
+        if reply == wire.EMPTY:
+            self.io.say(line, PLAIN)
+        elif reply is None:
+            self.io.say(f"(not delivered: no reply from the server) {line}", PROBLEM)
+        elif reply == wire.ILLEGAL:
+            self.io.say(f"(not delivered: the server refused it; still a member?) {line}", PROBLEM)
+        else:
+            self._unexpected(reply, line)
+
+    def _unexpected(self, reply, what):
+        # Not the acknowledgement: most likely the late reply to an earlier
+        # poll, which cannot be told apart from the reply to this request.
+        self.show(reply)
+        self.io.say(f"(not confirmed: the server's reply was no acknowledgement) {what}", PROBLEM)
+
+    def _nick(self, name):
+        if not name:
+            self.io.say("usage: /nick NEW", PROBLEM)
+            return
+        if name == self.name:
+            self.io.say(f"you are already called {name!r}", PROBLEM)
+            return
+        try:
+            datagram = judged(wire.Rename(name))
+        except wire.IllegalMessage as e:
+            self.io.say(f"not a valid name: {explain(e)}", PROBLEM)
+            return
+        return self.client.request(datagram).addCallback(self._nick_answered, name)
+
+    def _nick_answered(self, reply, name):
+        if reply == wire.EMPTY:
+            self._renamed(name)
+        elif reply is None:
+            self.io.say(f"no reply from the server: your name may still be {self.name!r}", PROBLEM)
+        elif reply == wire.ILLEGAL:
+            self.io.say(_refused(name), PROBLEM)
+        else:
+            self._unexpected(reply, f"/nick {name}")
+
+    def _renamed(self, name):
+        self.name = name
+        self.io.set_prompt(f"{name}> ")
+        self.io.say(f"You are now known as {name}", EVENT)
+
+    def _poll(self, argument):
+        fetched = self.client.request(wire.encode_request(wire.FETCH))
+        return fetched.addCallback(self._poll_answered)
+
+    def _poll_answered(self, reply):
+        if reply is None:
+            self.io.say("no reply from the server to /poll", PROBLEM)
+        elif reply == wire.ILLEGAL:
+            self.io.say("the server refused the poll: it no longer knows you as a member", PROBLEM)
+        elif not reply:
+            self.io.say("No new messages", EVENT)
+        else:
+            self.show(reply)
+
+    def _raw(self, datagram):
+        if len(datagram) > wire.MAX_REQUEST_BYTES:
+            self.io.say(
+                f"not sent: {len(datagram)} bytes, and no request is longer than "
+                f"{wire.MAX_REQUEST_BYTES}",
+                PROBLEM,
+            )
+            return
+        return self.client.request(datagram).addCallback(self._raw_answered, datagram)
+
+    def _raw_answered(self, reply, datagram):
+        if reply is None:
+            self.io.say("no reply from the server to /raw", PROBLEM)
+            return
+        for line in reply.split(wire.LINE_SEPARATOR) if reply else ():
+            self.io.say(line.decode("utf-8", "replace"), PLAIN)
+        if not reply:
+            self.io.say("(empty reply)", EVENT)
+        self._follow(datagram, reply)
+
+    def _follow(self, datagram, reply):
+        # A name taken through /raw is this session's name from then on.
+        if reply == wire.ILLEGAL:
+            return
+        try:
+            request = wire.parse_request(datagram)
+        except wire.IllegalMessage:
+            return
+        if isinstance(request, wire.Join):
+            self._joined = True
+            self._renamed(request.name)
+        elif isinstance(request, wire.Rename):
+            self._renamed(request.name)
+
+    def _raw_usage(self, argument):
+        self.io.say("usage: /raw LINE, as in /raw 5", PROBLEM)
+
+    def _quit(self, argument):
+        self.leave()
+
+    def _help(self, argument):
+        for line in HELP.splitlines():
+            self.io.say(line, PLAIN)
+
+
+def _refused(name):
+    return f"the server refused the name {name!r}: it is taken, or not allowed"
+
+
+def _member_list(reply):
+    if not reply:
+        return "You are alone in the group"
+    return "In the group: " + reply.decode("utf-8", "replace")
+
+
+class LineScreen(StdioLines):
+    """
+    Plain lines in and out, for C{--name} without a terminal: the
+    conversation on stdout, problems on stderr, and no control codes.
+    """
+
+    def __init__(self, session):
+        StdioLines.__init__(self, session, max_line_bytes=wire.MAX_DATAGRAM_BYTES + len(b"/raw "))
+
+    def say(self, text, kind):
+        """Write one line: a problem to stderr, anything else to stdout."""
+        text = printable(text)
+        if kind == PROBLEM:
+            complain(text)
+        else:
+            self.write(text.encode("utf-8") + b"\n")
+
+    def set_prompt(self, text):
+        """No prompt: the input is not a terminal."""
+
+    def set_input(self, text):
+        """No line editor: the input is not a terminal."""
+
+
+class _Unseen:
+    """
+    The terminal as recvline is given it: the real one's key names, and
+    drawing that goes nowhere.  recvline's drawing assumes an input line
+    that never wraps; L{TerminalScreen} draws instead.
+    """
+
+    def __init__(self, terminal):
+        self._terminal = terminal
+
+    def __getattr__(self, name):
+        value = getattr(self._terminal, name)
+        return _draw_nothing if callable(value) else value
+
+
+def _draw_nothing(*args, **kwargs):
+    pass
+
+
+class TerminalScreen(HistoricRecvLine):
+    """
+    The input line at the bottom of the terminal, the group's lines above.
+
+    recvline keeps the line being edited and the history; this class draws
+    them on one row after each key, scrolled sideways when the line is
+    wider than the terminal (as irssi does), so that printing a line above
+    is: erase the row, print, draw the row again.
+
+    @param session: the L{ChatSession} the lines typed go to.
+    @param colour: whether events and problems may be dimmed and bold.
+    @param restore: puts the terminal back as it was.
+    """
+
+    def __init__(self, session, colour, restore):
+        self._session = session
+        self._colour = colour
+        self._restore = restore
+        self._screen = None  # the ServerProtocol
+        self._prompt = ""
+        self._scroll = 0  # index of the first character shown
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+        self._closing = False
+        self._closed = Occasion()
+
+    @classmethod
+    def open(cls, session, reactor, colour):
+        """
+        Put the terminal on stdin in raw mode, and a screen on it.
+
+        @return: the L{TerminalScreen}.
+        """
+        saved = termios.tcgetattr(0)
+        restored = []
+
+        def restore():
+            if not restored:
+                restored.append(True)
+                try:
+                    termios.tcsetattr(0, termios.TCSADRAIN, saved)
+                    fdesc.setBlocking(0)
+                except (termios.error, OSError):
+                    pass  # the terminal has gone: nothing to restore
+
+        # TCSANOW: keep what was typed before the switch.
+        tty.setraw(0, termios.TCSANOW)
+        reactor.addSystemEventTrigger("after", "shutdown", restore)
+        screen = cls(session, colour, restore)
+        stdio.StandardIO(ServerProtocol(lambda: screen), reactor=reactor)
+        return screen
+
+    # What the session asks for.
+
+    def say(self, text, kind):
+        """Print a line above the input line."""
+        if self._closed.happened:
+            return
+        self._write("\r\x1b[K" + self._styled(printable(text), kind) + "\n")
+        self._draw_input()
+
+    def set_prompt(self, text):
+        self._prompt = text
+        self._draw_input()
+
+    def set_input(self, text):
+        """Put C{text} on the input line, to be edited."""
+        self.lineBuffer = [char.encode("utf-8") for char in text]
+        self.lineBufferIndex = len(self.lineBuffer)
+        self._draw_input()
+
+    def close(self):
+        """
+        Erase the input line, flush, and give the terminal back.
+
+        @return: a L{Deferred} that fires once that is done.
+        """
+        if not self._closing:
+            self._closing = True
+            self._write("\r\x1b[K")  # the shell's prompt comes here
+            self._screen.transport.loseConnection()
+        return self._closed.wait()
+
+    # The terminal protocol.
+
+    def makeConnection(self, terminal):
+        self._screen = terminal
+        HistoricRecvLine.makeConnection(self, _Unseen(terminal))
+
+    def connectionMade(self):
+        HistoricRecvLine.connectionMade(self)
+        self.keyHandlers.update(
+            {
+                b"\x01": self.handle_HOME,  # Ctrl-A
+                b"\x03": self._session.interrupt,  # Ctrl-C
+                b"\x04": self._end_or_delete,  # Ctrl-D
+                b"\x05": self.handle_END,  # Ctrl-E
+                b"\x08": self.handle_BACKSPACE,  # Ctrl-H
+                b"\x0b": self._kill_to_end,  # Ctrl-K
+                b"\x0c": self._clear_screen,  # Ctrl-L
+                b"\x15": self._kill_to_start,  # Ctrl-U
+            }
+        )
+        self._draw_input()
+
+    def connectionLost(self, reason):
+        self._restore()
+        hung_up = not self._closing
+        self._closing = True
+        self._closed.happen()
+        if hung_up:
+            self._session.input_ended()
+
+    def keystrokeReceived(self, keyID, modifier):
+        if self._closing:
+            return
+        handler = self.keyHandlers.get(keyID)
+        if handler is not None:
+            handler()
+        elif modifier is None and len(keyID) == 1 and keyID >= b" ":
+            self._typed(keyID)
+        # Other keys (function keys, Alt-letters) mean nothing here.
+        self._draw_input()
+
+    def lineReceived(self, line):
+        self._session.line_received(line)
+
+    # Editing: recvline's, one character (of UTF-8) per buffer item.
+
+    def _typed(self, byte):
+        for char in self._utf8.decode(byte):
+            if unicodedata.category(char) != "Cc":
+                self.characterReceived(char.encode("utf-8"), False)
+
+    def _deliverBuffer(self, buf):
+        # A line from the history: recvline would cut it into bytes.
+        for char in buf.decode("utf-8", "replace"):
+            self.characterReceived(char.encode("utf-8"), True)
+
+    def handle_TAB(self):
+        # Spaces to the next tab stop, where the cursor is (recvline's
+        # version appends them at the end of the line).
+        for _ in range(self.TABSTOP - self.lineBufferIndex % self.TABSTOP):
+            self.characterReceived(b" ", True)
+
+    def _end_or_delete(self):
+        if self.lineBuffer:
+            self.handle_DELETE()
+        else:
+            self._session.input_ended()
+
+    def _kill_to_end(self):
+        del self.lineBuffer[self.lineBufferIndex :]
+
+    def _kill_to_start(self):
+        del self.lineBuffer[: self.lineBufferIndex]
+        self.lineBufferIndex = 0
+
+    def _clear_screen(self):
+        self._write("\x1b[H\x1b[2J")
+
+    # Drawing.
+
+    def _draw_input(self):
+        if self._closing:
+            return
+        prompt = printable(self._prompt)
+        prompt_width = _columns(prompt)
+        room = max(self._width() - prompt_width - 1, 1)
+        chars = [item.decode("utf-8", "replace") for item in self.lineBuffer]
+        self._scroll, shown, cursor = _window(chars, self.lineBufferIndex, self._scroll, room)
+        move = prompt_width + cursor
+        self._write("\r" + prompt + shown + "\x1b[K\r" + (f"\x1b[{move}C" if move else ""))
+
+    def _styled(self, text, kind):
+        if kind == EVENT:
+            text, rendition = "* " + text, "2"  # dim
+        elif kind == PROBLEM:
+            text, rendition = "! " + text, "1"  # bold
+        else:
+            return text
+        if self._colour:
+            return f"\x1b[{rendition}m{text}\x1b[0m"
+        return text
+
+    def _width(self):
+        try:
+            return os.get_terminal_size(0).columns or 80
+        except OSError:
+            return 80
+
+    def _write(self, text):
+        self._screen.write(text.encode("utf-8"))
+
+
+def _window(chars, index, scroll, room):
+    """
+    The part of an input line to show in C{room} columns, scrolled sideways
+    as little as keeps the cursor (before C{chars[index]}) in view.
+
+    @return: C{(scroll, shown, cursor)}: the index of the first character
+        shown, the text shown, and the cursor's column within it.
+    """
+    scroll = min(scroll, index)
+    while _columns("".join(chars[scroll:index])) > room:
+        scroll += 1
+    shown, used = [], 0
+    for char in chars[scroll:]:
+        width = _char_columns(char)
+        if used + width > room:
+            break
+        shown.append(char)
+        used += width
+    return scroll, "".join(shown), _columns("".join(chars[scroll:index]))
+
+
+def _char_columns(char):
+    if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def _columns(text):
+    """How many terminal columns C{text} takes."""
+    return sum(_char_columns(char) for char in text)
