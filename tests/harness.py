@@ -170,6 +170,22 @@ class Member:
         self.socket.close()
 
 
+def lines_until(member, last):
+    """
+    Poll as C{member} until C{last} has arrived; return every line fetched.
+    """
+    lines = []
+
+    def arrived():
+        reply = member.request(b"5")
+        if reply:
+            lines.extend(reply.decode().split("\n"))
+        return last in lines
+
+    wait_for(arrived)
+    return lines
+
+
 def rss_bytes(pid):
     """The resident set size of process C{pid}, from /proc."""
     with open(f"/proc/{pid}/status") as status:

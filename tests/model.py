@@ -9,8 +9,9 @@ from udpchat.wire import ILLEGAL, Fetch, IllegalMessage, Join, Leave, Rename, Sa
 
 def spec_member_list(names, cap):
     """
-    The names newest first joined by C{, }; when they do not fit in C{cap}
-    bytes, as many as fit then C{and N more}.
+    The reply the protocol gives for C{names} (newest first) under C{cap}
+    bytes: the names joined by C{, }, or when they do not fit, as many as
+    fit then C{and N more}; C{None} when no reply can fit.
     """
     items = [name.encode() for name in names]
     whole = b", ".join(items)
@@ -20,7 +21,7 @@ def spec_member_list(names, cap):
         reply = b", ".join(items[:shown] + [b"and %d more" % (len(items) - shown)])
         if len(reply) <= cap:
             return reply
-    raise AssertionError("no member list fits")
+    return None
 
 
 class ModelRoom:

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 
-from harness import DEADLINE, Client, Member, Server, environment, free_port, wait_for
+from harness import DEADLINE, Client, Member, Server, environment, free_port, lines_until, wait_for
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -78,21 +78,6 @@ def reap(process):
         process.kill()
         process.wait(DEADLINE)
 
-
-def lines_until(member, last):
-    """
-    Poll as C{member} until C{last} has arrived; return every line fetched.
-    """
-    lines = []
-
-    def arrived():
-        reply = member.request(b"5")
-        if reply:
-            lines.extend(reply.decode().split("\n"))
-        return last in lines
-
-    wait_for(arrived)
-    return lines
 
 
 class ClientTestCase(SynchronousTestCase):

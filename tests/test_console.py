@@ -21,7 +21,7 @@ import tempfile
 import termios
 import threading
 
-from harness import DEADLINE, Client, Member, OutputReader, Server, environment, wait_for
+from harness import DEADLINE, Client, Member, OutputReader, Server, environment, lines_until, wait_for
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
@@ -218,19 +218,6 @@ class TerminalClient:
         os.close(self.slave)
         self.cwd.cleanup()
 
-
-def lines_until(member, last):
-    """Poll as C{member} until C{last} has arrived; return every line fetched."""
-    lines = []
-
-    def arrived():
-        reply = member.request(b"5")
-        if reply:
-            lines.extend(reply.decode().split("\n"))
-        return last in lines
-
-    wait_for(arrived)
-    return lines
 
 
 class ChatTestCase(SynchronousTestCase):

@@ -23,6 +23,8 @@ from udpchat.wire import (
     parse_request,
 )
 
+from model import spec_member_list
+
 PROPERTY = settings(max_examples=200, deadline=None)
 
 ENDINGS = (b"", b"\n", b"\r\n")
@@ -108,22 +110,6 @@ def spec_parse(datagram):
     if code == "2" and spec_text_ok(argument):
         return Say(argument)
     return IllegalMessage
-
-
-def spec_member_list(names, cap):
-    """
-    The reply the protocol gives for C{names} (newest first) under C{cap}
-    bytes, or C{None} when no reply can fit.
-    """
-    items = [name.encode("utf-8") for name in names]
-    whole = b", ".join(items)
-    if len(whole) <= cap:
-        return whole
-    for shown in range(len(items) - 1, -1, -1):
-        reply = b", ".join(items[:shown] + [b"and %d more" % (len(items) - shown)])
-        if len(reply) <= cap:
-            return reply
-    return None
 
 
 # Characters that the rules single out, mixed with anything at all.
