@@ -7,6 +7,7 @@ before the room, are in test_limits.
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from udpchat.room import Expired, Room
@@ -237,13 +238,14 @@ class RoomMachine(RuleBasedStateMachine):
 
     def __init__(self):
         super().__init__()
-        self.now = 0
+        self.clock = Clock()
         self.room = Room(max_reply_bytes=40, **self.LIMITS)
         self.model = ModelRoom(40, **self.LIMITS)
 
     def send(self, who, datagram):
-        reply = self.room.receive(self.SOURCES[who], datagram, self.now)
-        assert reply == self.model.receive(self.SOURCES[who], datagram, self.now), datagram
+        now = self.clock.seconds()
+        reply = self.room.receive(self.SOURCES[who], datagram, now)
+        assert reply == self.model.receive(self.SOURCES[who], datagram, now), datagram
         assert len(reply) <= 40
 
     @rule(who=st.integers(0, 6), name=st.sampled_from(NAMES))
@@ -277,13 +279,13 @@ class RoomMachine(RuleBasedStateMachine):
 
     @rule(seconds=st.sampled_from([1, 5, 19, 20, 30]))
     def wait(self, seconds):
-        self.now += seconds
+        self.clock.advance(seconds)
 
-    @precondition(lambda self: self.now)
+    @precondition(lambda self: self.clock.seconds())
     @rule()
     def sweep(self):
-        self.room.expire(self.now)
-        self.model.expire(self.now)
+        self.room.expire(self.clock.seconds())
+        self.model.expire(self.clock.seconds())
 
     @invariant()
     def agrees_with_model(self):
