@@ -16,8 +16,11 @@ so the ratios hold on whatever machine runs them.
 The generator is one process (this one), plain non-blocking sockets and
 epoll, so that it costs the box as little as possible: on a 2-core machine
 it shares the CPU with the server, and both processes' CPU use is reported
-so that a reader sees which side was the bottleneck.  Everything is on
-127.0.0.1, and every loop ends by itself.  See benchmarks/README.rst.
+so that a reader sees which side was the bottleneck.  The load is measured
+in one-second slices, and slices in which other processes took CPU are set
+aside, since a test suite run alongside would otherwise decide the figures.
+Everything is on 127.0.0.1, and every loop ends by itself.  See
+benchmarks/README.rst.
 """
 
 import argparse
@@ -31,6 +34,7 @@ import select
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,7 +53,6 @@ JOIN_BATCH = 100  # joins in flight at once: well within a socket buffer
 SERVER_LISTENING = re.compile(r"udpchat listening on UDP (\S+) port (\d+)")
 ECHO_LISTENING = re.compile(r"echo listening on UDP (\S+) port (\d+)")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-MiB = 1024 * 1024
 
 
 class BenchmarkError(Exception):
@@ -88,20 +91,20 @@ class Server:
             if self.process.poll() is not None:
                 break
             time.sleep(0.02)
+        output = self.output()
         self.stop()
-        raise BenchmarkError(
-            f"{self.argv[0]} did not start listening:\n{self.output()[-2000:]}"
-        )
+        raise BenchmarkError(f"{' '.join(self.argv)} did not start listening:\n{output[-2000:]}")
 
     def output(self):
+        """What the server has printed so far."""
         with open(self.log_path, encoding="utf-8", errors="replace") as log:
             return log.read()
 
     def cpu_seconds(self):
-        """User plus system CPU time used so far, from /proc/PID/stat."""
+        """(user, system) CPU time used so far, from /proc/PID/stat."""
         with open(f"/proc/{self.pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+        return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
     def memory_kib(self, key):
         """C{VmRSS} (now) or C{VmHWM} (peak) from /proc/PID/status, in KiB."""
@@ -112,6 +115,7 @@ class Server:
         raise BenchmarkError(f"no {key} in /proc/{self.pid}/status")
 
     def check_alive(self):
+        """Raise L{BenchmarkError}, with the server's last words, if it died."""
         if self.process.poll() is not None:
             raise BenchmarkError(
                 f"server exited with status {self.process.returncode}:\n"
@@ -139,6 +143,7 @@ def host_cpu_ticks():
 
 
 def generator_cpu_seconds():
+    """CPU time of this process, the generator."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
@@ -153,14 +158,17 @@ def max_members_default(twistd):
             [twistd, "udpchat", "--help"], cwd=cwd, capture_output=True,
             text=True, timeout=120, stdin=subprocess.DEVNULL,
         )
-    text = result.stdout
-    start = text.find("--max-members")
-    if start < 0:
-        return None
-    end = text.find("\n  -", start)  # the next option's line
-    entry = " ".join(text[start : end if end > 0 else None].split())
-    default = re.search(r"\[default: (\d+)\]", entry)
-    return int(default.group(1)) if default else 1000  # 1000: issue 4's word
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    for i, line in enumerate(lines):
+        if line.startswith("--max-members="):
+            entry = [line]  # with its help text, wrapped up to the next option
+            for more in lines[i + 1 :]:
+                if not more or more.startswith("-"):
+                    break
+                entry.append(more)
+            default = re.search(r"\[default: (\d+)\]", " ".join(entry))
+            return int(default.group(1)) if default else 1000  # 1000: issue 4's word
+    return None
 
 
 # -- the generator -------------------------------------------------------------
@@ -184,44 +192,42 @@ def drain(sock):
             return
 
 
-def register(port, names, timeout, tries=5):
+def register(port, names, timeout, sockets, tries=5):
     """
-    Join one member per name, each from a new socket, C{JOIN_BATCH} at a time;
-    return the sockets, in the order of C{names}.  A lost join is sent again
-    (C{Illegal message} to a retry means the first one got there).
+    Join one member per name, each from a new socket appended to C{sockets}
+    (the caller closes them, whatever happens), C{JOIN_BATCH} at a time.  A
+    lost join is sent again (C{Illegal message} to a retry means the first
+    one got there).
 
     @raise BenchmarkError: if the server refuses a join (a member cap?).
     """
-    sockets = []
     for first in range(0, len(names), JOIN_BATCH):
         pending = {}
-        epoll = select.epoll()
-        for name in names[first : first + JOIN_BATCH]:
-            sock = member_socket(port)
-            sockets.append(sock)
-            pending[sock.fileno()] = (sock, name)
-            epoll.register(sock.fileno(), select.EPOLLIN)
-        for attempt in range(tries):
-            for sock, name in pending.values():
-                sock.send(b"1 " + name.encode())
-            deadline = time.monotonic() + timeout
-            while pending and time.monotonic() < deadline:
-                for fd, _ in epoll.poll(max(0.0, deadline - time.monotonic())):
-                    epoll.unregister(fd)  # a late duplicate is drained below
-                    sock, name = pending.pop(fd)
-                    if sock.recv(RECV_BYTES) == ILLEGAL and attempt == 0:
-                        raise BenchmarkError(
-                            f"the server refused '1 {name}' (Illegal message): "
-                            "a member cap? try --server-arg=--max-members=N"
-                        )
-            if not pending:
-                break
-        else:
-            raise BenchmarkError(f"{len(pending)} joins got no reply in {tries} tries")
-        epoll.close()
+        with select.epoll() as epoll:
+            for name in names[first : first + JOIN_BATCH]:
+                sock = member_socket(port)
+                sockets.append(sock)
+                pending[sock.fileno()] = (sock, name)
+                epoll.register(sock.fileno(), select.EPOLLIN)
+            for attempt in range(tries):
+                for sock, name in pending.values():
+                    sock.send(b"1 " + name.encode())
+                deadline = time.monotonic() + timeout
+                while pending and time.monotonic() < deadline:
+                    for fd, _ in epoll.poll(max(0.0, deadline - time.monotonic())):
+                        epoll.unregister(fd)  # a late duplicate is drained below
+                        sock, name = pending.pop(fd)
+                        if sock.recv(RECV_BYTES) == ILLEGAL and attempt == 0:
+                            raise BenchmarkError(
+                                f"the server refused '1 {name}' (Illegal message): "
+                                "a member cap? try --server-arg=--max-members=N"
+                            )
+                if not pending:
+                    break
+            else:
+                raise BenchmarkError(f"{len(pending)} joins got no reply in {tries} tries")
     for sock in sockets:
         drain(sock)  # late duplicates of retried joins
-    return sockets
 
 
 class ClosedLoop:
@@ -274,6 +280,7 @@ class ClosedLoop:
         polling, sent_at, timeout = self.polling, self.sent_at, self.timeout
         latencies = []
         record = latencies.append
+        buffer = bytearray(RECV_BYTES)  # replies are read, not kept: no allocation
         counter = self.counter
         replies = timeouts = 0
         now = clock()
@@ -284,7 +291,7 @@ class ClosedLoop:
                 i = by_fd[fd]
                 sock = sockets[i]
                 try:
-                    sock.recv(RECV_BYTES)
+                    sock.recv_into(buffer)
                     now = clock()
                     if polling[i]:
                         record(now - sent_at[i])
@@ -316,48 +323,72 @@ class ClosedLoop:
 
 
 def percentile(ordered, fraction):
-    """Nearest-rank percentile of a sorted list, in milliseconds."""
-    if not ordered:
-        return None
+    """Nearest-rank percentile of a sorted list of seconds, in milliseconds."""
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)] * 1000
 
 
 def measure(server, sockets, args):
     """
-    Warm up, then drive C{sockets} for C{args.duration} seconds while taking
-    the CPU used by the server, by this generator and by the whole machine.
+    Warm up, then drive C{sockets} for C{args.duration} seconds, in slices of
+    one second, taking the CPU used by the server, by this generator and by
+    the rest of the machine in each.
+
+    Other work on the box (a test suite run alongside) only ever slows a
+    slice down, and shows as other CPU: slices with more of it than
+    C{args.max_other} are set aside, unless all are.  Each figure is the
+    median over the slices kept; the JSON keeps every slice's rate.
     """
     loop = ClosedLoop(sockets, args.timeout)
     try:
         loop.run(args.warmup)
-        server.check_alive()
-        server_cpu, generator_cpu = server.cpu_seconds(), generator_cpu_seconds()
-        host_busy, host_total = host_cpu_ticks()
-        started = time.perf_counter()
-        replies, latencies, timeouts = loop.run(args.duration)
-        elapsed = time.perf_counter() - started
-        server_cpu = server.cpu_seconds() - server_cpu
-        generator_cpu = generator_cpu_seconds() - generator_cpu
-        host_busy2, host_total2 = host_cpu_ticks()
-        server.check_alive()
+        slices = [measure_slice(loop, server) for _ in range(max(1, round(args.duration)))]
     finally:
         loop.close()
-    latencies.sort()
+    server.check_alive()
+    clean = [s for s in slices if s["other_cpu_pct"] <= args.max_other]
+    kept = clean or slices
+    result = {key: round(statistics.median(s[key] for s in kept), 3) for key in kept[0]}
+    result.update(
+        active=len(sockets),
+        slices_kept=len(clean),  # 0: every slice was disturbed, and all were kept
+        slices=[round(s["requests_per_s"]) for s in slices],
+        other_cpu_by_slice=[round(s["other_cpu_pct"]) for s in slices],
+        timeouts=sum(s["timeouts"] for s in slices),
+    )
+    return result
+
+
+def measure_slice(loop, server, seconds=1.0):
+    """Run the loop for one slice; return its figures (CPU in % of one core)."""
     cores = os.cpu_count() or 1
+    (user, system), generator_cpu = server.cpu_seconds(), generator_cpu_seconds()
+    host_busy, host_total = host_cpu_ticks()
+    started = time.perf_counter()
+    replies, latencies, timeouts = loop.run(seconds)
+    elapsed = time.perf_counter() - started
+    user2, system2 = server.cpu_seconds()
+    user, system = user2 - user, system2 - system
+    server_cpu = 100 * (user + system) / elapsed
+    generator_cpu = 100 * (generator_cpu_seconds() - generator_cpu) / elapsed
+    host_busy2, host_total2 = host_cpu_ticks()
+    host = 100 * cores * (host_busy2 - host_busy) / max(1, host_total2 - host_total)
+    # A slice with no poll answered at all took at least the whole slice.
+    latencies = sorted(latencies) or [elapsed]
     return {
-        "active": len(sockets),
-        "seconds": round(elapsed, 3),
-        "requests": replies,
-        "requests_per_s": round(replies / elapsed, 1),
+        "requests_per_s": replies / elapsed,
         "poll_p50_ms": percentile(latencies, 0.50),
         "poll_p99_ms": percentile(latencies, 0.99),
-        "poll_max_ms": percentile(latencies, 1.0),
         "timeouts": timeouts,
-        "server_cpu_pct": round(100 * server_cpu / elapsed, 1),
-        "generator_cpu_pct": round(100 * generator_cpu / elapsed, 1),
-        "host_cpu_pct": round(
-            100 * cores * (host_busy2 - host_busy) / max(1, host_total2 - host_total), 1
-        ),
+        "server_cpu_pct": server_cpu,
+        # The server's cost per request, whatever the rate: the figure to
+        # tune.  System time is the kernel's share (sendto, recvfrom), which
+        # the echo server pays too; user time is Python's.
+        "server_us_per_request": 1e6 * (user + system) / max(1, replies),
+        "server_user_us_per_request": 1e6 * user / max(1, replies),
+        "generator_cpu_pct": generator_cpu,
+        # Whatever else ran: other processes, and kernel work charged to no
+        # process (5-15% here: loopback delivery while a CPU was idle).
+        "other_cpu_pct": host - server_cpu - generator_cpu,
     }
 
 
@@ -370,12 +401,14 @@ def substitute(arguments, members):
 
 
 def run_echo(args):
+    """The ceiling: the same load on a bare Twisted echo server."""
     server = Server(
         [sys.executable, str(HERE / "echo_server.py"), "--interface", HOST],
         ECHO_LISTENING,
     )
-    sockets = [member_socket(server.port) for _ in range(args.active)]
+    sockets = []
     try:
+        sockets.extend(member_socket(server.port) for _ in range(args.active))
         result = measure(server, sockets, args)
         result["peak_rss_kib"] = server.memory_kib("VmHWM")
         return result
@@ -406,7 +439,7 @@ def run_udpchat(args, members, max_members):
     try:
         rss_before = server.memory_kib("VmRSS")
         started = time.perf_counter()
-        sockets = register(server.port, [f"m{i}" for i in range(members)], args.timeout)
+        register(server.port, [f"m{i}" for i in range(members)], args.timeout, sockets)
         join_seconds = time.perf_counter() - started
         rss_joined = server.memory_kib("VmRSS")
         result = measure(server, sockets[-args.active :], args)
@@ -440,7 +473,9 @@ def machine():
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             info["cpu"] = next(
-                line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")
+                line.split(":", 1)[1].strip()
+                for line in cpuinfo
+                if line.startswith("model name")
             )
         with open("/proc/meminfo") as meminfo:
             info["memory_mib"] = int(meminfo.readline().split()[1]) // 1024
@@ -453,8 +488,13 @@ def machine():
             info[package.lower()] = None
     git = ["git", "-C", str(HERE.parent)]
     try:
-        commit = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-        dirty = subprocess.run(git + ["status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        commit = subprocess.run(
+            git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        )
+        dirty = subprocess.run(
+            git + ["status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True,
+        )
         if commit.returncode == 0:
             info["commit"] = commit.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
     except OSError:
@@ -464,7 +504,7 @@ def machine():
 
 COLUMNS = [
     # (heading, width, function of (run, echo) -> text)
-    ("members", 8, lambda r, e: "echo" if r is e else f"{r['members']:,}"),
+    ("members", 8, lambda r, e: f"{r['members']:,}" if "members" in r else "echo"),
     ("active", 6, lambda r, e: str(r["active"])),
     ("req/s", 9, lambda r, e: f"{r['requests_per_s']:,.0f}"),
     ("x echo", 6, lambda r, e: _ratio(r["requests_per_s"], e and e["requests_per_s"])),
@@ -472,9 +512,12 @@ COLUMNS = [
     ("p99 ms", 7, lambda r, e: _ms(r["poll_p99_ms"])),
     ("p99 x echo", 10, lambda r, e: _ratio(r["poll_p99_ms"], e and e["poll_p99_ms"])),
     ("timeouts", 8, lambda r, e: str(r["timeouts"])),
+    ("slices", 6, lambda r, e: f"{r['slices_kept']}/{len(r['slices'])}"),
     ("srv CPU%", 8, lambda r, e: f"{r['server_cpu_pct']:.0f}"),
+    ("srv us/req", 10, lambda r, e: f"{r['server_us_per_request']:.1f}"),
+    ("user us/req", 11, lambda r, e: f"{r['server_user_us_per_request']:.1f}"),
     ("gen CPU%", 8, lambda r, e: f"{r['generator_cpu_pct']:.0f}"),
-    ("host CPU%", 9, lambda r, e: f"{r['host_cpu_pct']:.0f}"),
+    ("other CPU%", 10, lambda r, e: f"{r['other_cpu_pct']:.0f}"),
     ("peak RSS MiB", 12, lambda r, e: f"{r['peak_rss_kib'] / 1024:.1f}"),
     ("KiB/member", 10, lambda r, e: f"{r['member_kib']:.2f}" if "member_kib" in r else "-"),
 ]
@@ -489,64 +532,87 @@ def _ms(value):
 
 
 def table(results):
+    """The results as the table printed on stdout."""
     echo = results.get("echo")
+    reference = echo if echo and "error" not in echo else None
     lines = ["  ".join(h.rjust(w) for h, w, _ in COLUMNS)]
     for run in ([echo] if echo else []) + results["runs"]:
         if "error" in run:
-            lines.append(f"{run['members']:>8,}  failed: {run['error'].splitlines()[0]}")
+            label = "echo" if run is echo else f"{run['members']:,}"
+            lines.append(f"{label:>8}  failed: {run['error'].splitlines()[0]}")
         else:
-            lines.append("  ".join(f(run, echo).rjust(w) for _, w, f in COLUMNS))
+            lines.append("  ".join(f(run, reference).rjust(w) for _, w, f in COLUMNS))
+    disturbed = [
+        f"{run['members']:,}" if "members" in run else "echo"
+        for run in ([echo] if echo else []) + results["runs"]
+        if run.get("slices_kept") == 0
+    ]
+    if disturbed:
+        lines.append(
+            f"warning: other work on this machine disturbed every slice of: "
+            f"{', '.join(disturbed)}; those figures are low (see other CPU%): run again"
+        )
     return "\n".join(lines)
 
 
+TARGETS = [
+    # (target, figure, scale, room size, divided by the figure of, limit, at least?)
+    ("requests/s at 1,000 members >= 0.8 x echo",
+     "requests_per_s", 1, 1000, "echo", 0.8, True),
+    ("requests/s at 10,000 members >= 0.9 x at 10",
+     "requests_per_s", 1, 10000, 10, 0.9, True),
+    ("p99 poll latency at 1,000 members <= 2 x echo p99",
+     "poll_p99_ms", 1, 1000, "echo", 2.0, False),
+    ("peak server RSS at 1,000 members <= 64 MiB",
+     "peak_rss_kib", 1 / 1024, 1000, None, 64.0, False),
+    ("idle members at 10,000 cost <= 2 KiB each",
+     "member_kib", 1, 10000, None, 2.0, False),
+]
+"""The targets of issue 4."""
+TIMED = {"requests_per_s", "poll_p99_ms"}
+
+
 def targets(results):
-    """The targets of issue 4, each (text, value, limit, passed or None)."""
-    echo = results.get("echo") or {}
-    runs = {r["members"]: r for r in results["runs"] if "error" not in r}
-
-    def get(members, key, scale=1.0):
-        run = echo if members == "echo" else runs.get(members, {})
-        value = run.get(key)
-        return None if value is None else value * scale
-
-    def divide(a, b):
-        return None if a is None or not b else a / b
-
-    checks = [
-        ("requests/s at 1,000 members >= 0.8 x echo",
-         divide(get(1000, "requests_per_s"), get("echo", "requests_per_s")), 0.8, True),
-        ("requests/s at 10,000 members >= 0.9 x at 10",
-         divide(get(10000, "requests_per_s"), get(10, "requests_per_s")), 0.9, True),
-        ("p99 poll latency at 1,000 members <= 2 x echo p99",
-         divide(get(1000, "poll_p99_ms"), get("echo", "poll_p99_ms")), 2.0, False),
-        ("peak server RSS at 1,000 members <= 64 MiB",
-         get(1000, "peak_rss_kib", 1 / 1024), 64.0, False),
-        ("idle members at 10,000 cost <= 2 KiB each",
-         get(10000, "member_kib"), 2.0, False),
-    ]
-    return [
-        {
+    """
+    Check L{TARGETS}: C{passed} is None when a figure is missing, and
+    C{disturbed} says that a speed comes from a run with no undisturbed slice.
+    """
+    runs = {run["members"]: run for run in results["runs"] if "error" not in run}
+    if results.get("echo") and "error" not in results["echo"]:
+        runs["echo"] = results["echo"]
+    checks = []
+    for text, key, scale, members, reference, limit, at_least in TARGETS:
+        used = [runs.get(members), runs.get(reference) if reference else {key: 1}]
+        value = None
+        if all(run and run.get(key) for run in used):
+            value = used[0][key] * scale / used[1][key]
+        checks.append({
             "target": text,
             "value": None if value is None else round(value, 3),
             "limit": limit,
             "passed": None if value is None else (value >= limit if at_least else value <= limit),
-        }
-        for text, value, limit, at_least in checks
-    ]
+            # Memory does not depend on the CPU that others took; speed does.
+            "disturbed": key in TIMED
+            and any(run and run.get("slices_kept") == 0 for run in used),
+        })
+    return checks
 
 
 def print_targets(checks):
+    """One PASS, FAIL or SKIP line per target."""
     for check in checks:
         verdict = {True: "PASS", False: "FAIL", None: "SKIP"}[check["passed"]]
         value = "not measured" if check["value"] is None else f"{check['value']:.2f}"
-        print(f"{verdict}  {check['target']}: {value} (limit {check['limit']})")
+        doubt = " - from a disturbed run: run again" if check.get("disturbed") else ""
+        print(f"{verdict}  {check['target']}: {value} (limit {check['limit']}){doubt}")
 
 
 def compare(new, old, old_name):
     """Print new/old ratios for every figure both results have."""
     keys = [
         ("req/s", "requests_per_s"), ("p50", "poll_p50_ms"), ("p99", "poll_p99_ms"),
-        ("srv CPU", "server_cpu_pct"), ("gen CPU", "generator_cpu_pct"),
+        ("srv CPU", "server_cpu_pct"), ("srv us/req", "server_us_per_request"),
+        ("user us/req", "server_user_us_per_request"), ("gen CPU", "generator_cpu_pct"),
         ("peak RSS", "peak_rss_kib"), ("KiB/member", "member_kib"),
     ]
     print(f"\nnew / old, old = {old_name} ({old.get('started', '?')}, "
@@ -584,6 +650,11 @@ def parse_args(argv):
                         help="seconds measured per server [8]")
     parser.add_argument("--warmup", type=float, default=1.0,
                         help="seconds of load before measuring [1]")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds over all servers; the fastest run of each is kept [1]")
+    parser.add_argument("--max-other", type=float, default=25.0, metavar="PERCENT",
+                        help="set aside 1-s slices in which other work used more CPU "
+                        "than this, in %% of one core [25]")
     parser.add_argument("--timeout", type=float, default=1.0,
                         help="seconds before a request counts as timed out [1]")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
@@ -608,8 +679,10 @@ def parse_args(argv):
         args.sizes = [int(s) for s in args.sizes.split(",")]
     except ValueError:
         parser.error(f"--sizes must be whole numbers separated by commas, not {args.sizes!r}")
-    if args.active < 1 or min(args.sizes) < 1 or args.duration <= 0 or args.timeout <= 0:
-        parser.error("--active, --sizes, --duration and --timeout must be positive")
+    # Servers run from temporary directories: the path must not be relative.
+    args.twistd = os.path.abspath(shutil.which(args.twistd) or args.twistd)
+    if min(args.active, args.repeat, *args.sizes) < 1 or min(args.duration, args.timeout) <= 0:
+        parser.error("--active, --repeat, --sizes, --duration and --timeout must be positive")
     return args
 
 
@@ -624,43 +697,60 @@ def raise_file_limit(needed):
 
 
 def benchmark(args):
+    """Measure every server as C{args} says; return the results for the JSON."""
     raise_file_limit(max(args.sizes) + 100)
     results = {
         "benchmark": "udpchat issue 4",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine(),
         "settings": {
-            "active": args.active, "duration": args.duration, "warmup": args.warmup,
-            "timeout": args.timeout, "server_args": args.server_arg,
-            "twistd_args": args.twistd_arg,
+            key: getattr(args, key)
+            for key in ("active", "duration", "warmup", "timeout", "repeat", "max_other",
+                        "server_arg", "twistd_arg")
         },
         "echo": None,
         "runs": [],
     }
-    if not args.no_echo:
-        print("echo ...", end=" ", flush=True)
-        results["echo"] = run_echo(args)
-        print(f"{results['echo']['requests_per_s']:,.0f} req/s", flush=True)
     max_members = max_members_default(args.twistd)
+    jobs = [] if args.no_echo else [("echo", lambda: run_echo(args))]
     for members in args.sizes:
-        print(f"{members:,} members ...", end=" ", flush=True)
-        active = min(args.active, members)
-        try:
-            run = run_udpchat(argparse.Namespace(**{**vars(args), "active": active}),
-                              members, max_members)
-            print(f"{run['requests_per_s']:,.0f} req/s", flush=True)
-        except BenchmarkError as e:
-            run = {"members": members, "error": str(e)}
-            print(f"failed: {e}", flush=True)
-        results["runs"].append(run)
+        sized = argparse.Namespace(**{**vars(args), "active": min(args.active, members)})
+        jobs.append((members, lambda m=members, a=sized: run_udpchat(a, m, max_members)))
+    best = {}
+    # Rounds (echo, 10, 100...) rather than repeats in a row, so that a burst
+    # of other work on the box does not hit all repeats of one size.
+    for round_ in range(args.repeat):
+        for key, job in jobs:
+            label = key if key == "echo" else f"{key:,} members"
+            print(f"{label}{f' (round {round_ + 1})' if args.repeat > 1 else ''} ...",
+                  end=" ", flush=True)
+            try:
+                run = job()
+            except BenchmarkError as e:
+                print(f"failed: {e}", flush=True)
+                best.setdefault(key, {"members": key, "error": str(e)})
+                continue
+            print(f"{run['requests_per_s']:,.0f} req/s, other CPU {run['other_cpu_pct']:.0f}%",
+                  flush=True)
+            # The fastest run is the one least disturbed: keep it.
+            old = best.get(key)
+            rates = [] if old is None or "error" in old else old["rounds"]
+            if old is None or "error" in old or run["requests_per_s"] > old["requests_per_s"]:
+                best[key] = run
+            best[key]["rounds"] = rates + [run["requests_per_s"]]
+    results["echo"] = best.get("echo")
+    results["runs"] = [best[m] for m in args.sizes]
     results["targets"] = targets(results)
     return results
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    # Read now: --compare may name the file this run is about to replace.
+    old = json.loads(args.compare.read_text()) if args.compare else None
     if args.load:
         results = json.loads(args.load.read_text())
+        results["targets"] = targets(results)
     else:
         results = benchmark(args)
         args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -676,8 +766,8 @@ def main(argv=None):
     if not args.load:
         print(f"\nresults: {args.output}")
     if args.compare:
-        compare(results, json.loads(args.compare.read_text()), args.compare)
-    if args.check and not all(t["passed"] for t in results["targets"]):
+        compare(results, old, args.compare)
+    if args.check and not all(t["passed"] and not t["disturbed"] for t in results["targets"]):
         return 1
     return 0
 
