@@ -30,7 +30,35 @@ OVER_RATE = "over the request rate"
 OVER_BUDGET = "over the reply budget"
 TABLE_FULL = "from new addresses while the limiter was full"
 
-_EXEMPT = object()  # an address no per-address limit applies to
+
+class Refused:
+    """
+    L{Limiter.admit}'s answer for a datagram to drop: false, with a reason.
+    """
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason):
+        self.reason = reason
+
+    def __bool__(self):
+        return False
+
+    def __repr__(self):
+        return f"Refused({self.reason!r})"
+
+
+_REFUSED = {reason: Refused(reason) for reason in (BAD_SOURCE, OVER_RATE, OVER_BUDGET, TABLE_FULL)}
+
+
+class _Exempt:
+    """The admission of a source that no per-address limit applies to."""
+
+    __slots__ = ()
+    header_bytes = 0
+
+
+_EXEMPT = _Exempt()
 _BAD = object()  # an address no reply may go to
 
 
@@ -195,29 +223,30 @@ class Limiter:
         Decide whether to handle a datagram from C{source}, a C{(host,
         port)} pair, at time C{now}.
 
-        @return: L{None} to handle it, else the reason to drop it.
+        @return: a true admission, to pass to L{charge} with the reply; or
+            a false L{Refused} with the reason to drop the datagram.
         """
         host, port = source
         address = self._classify(host)
         if address is _EXEMPT:
-            return None if port else BAD_SOURCE
+            return address if port else _REFUSED[BAD_SOURCE]
         if address is _BAD or not port:
-            return BAD_SOURCE
+            return _REFUSED[BAD_SOURCE]
         # Check the reply budget first: a request refused for it must not
         # also spend a token of its (possibly forged) source.
         worst = self.max_reply_bytes + address.header_bytes
         if not self.replies.has(address.reply_key, worst, now):
-            return OVER_BUDGET
-        return self.requests.take(address.request_key, 1, now)
+            return _REFUSED[OVER_BUDGET]
+        refused = self.requests.take(address.request_key, 1, now)
+        return address if refused is None else _REFUSED[refused]
 
-    def charge(self, source, payload_bytes, now):
+    def charge(self, admission, payload_bytes, now):
         """
-        Charge a reply of C{payload_bytes} sent to C{source} at C{now}
-        (admitted just before) to its destination's budget.
+        Charge a reply of C{payload_bytes}, sent at C{now} for a datagram
+        that L{admit} admitted with C{admission}, to its destination.
         """
-        address = self._classify(source[0])
-        if address is not _EXEMPT and address is not _BAD:
-            self.replies.take(address.reply_key, payload_bytes + address.header_bytes, now)
+        if admission is not _EXEMPT:
+            self.replies.take(admission.reply_key, payload_bytes + admission.header_bytes, now)
 
     def group_of(self, source):
         """

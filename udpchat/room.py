@@ -126,15 +126,11 @@ class SharedLog:
         self._authors = []
         self._ends = [0]
         self._base = 0  # sequence number of _lines[0]
+        self.end = 0  # the sequence number the next line will get
         self._first = 0  # first sequence number still held for a reader
         # position -> how many readers are there; a reader behind _first
         # (it has not read lines the log forgot) is counted at _first.
         self._readers = {}
-
-    @property
-    def end(self):
-        """The sequence number the next line will get."""
-        return self._base + len(self._lines)
 
     @property
     def first(self):
@@ -155,6 +151,7 @@ class SharedLog:
         Make this (new) log hold C{entries}, C{(author, line)} pairs numbered
         from C{first}, read by C{readers} at the positions they hold.
         """
+        self.end = first
         for author, line in entries:
             self._add(author, line)
         self._base = self._first = first
@@ -181,7 +178,11 @@ class SharedLog:
         given it, or L{None}).
         """
         sequence = self.end
-        self._add(author, line)
+        self._lines.append(line)
+        self._authors.append(author)
+        ends = self._ends
+        ends.append(ends[-1] + len(line) + len(wire.LINE_SEPARATOR))
+        self.end = sequence + 1
         if author is not None:
             if author.position == sequence:
                 # The author has read everything else, so it skips its own
@@ -203,6 +204,7 @@ class SharedLog:
         self._lines.append(line)
         self._authors.append(author)
         self._ends.append(self._ends[-1] + len(line) + len(wire.LINE_SEPARATOR))
+        self.end += 1
 
     def add_reader(self, reader):
         """
@@ -299,12 +301,15 @@ class SharedLog:
         ]
 
     def _move(self, reader, position):
-        if position != reader.position:
+        old = reader.position
+        if position != old:
             readers = self._readers
             readers[position] = readers.get(position, 0) + 1
-            self._uncount(reader.position)
+            self._uncount(old)
             reader.position = position
-            self._release()
+            if old <= self._first:
+                # It may have been the last reader at the first line held.
+                self._release()
 
     def _uncount(self, position):
         # A reader behind the forgotten lines is counted at the first line.
@@ -569,9 +574,17 @@ class Room:
         if member is None:
             raise IllegalMessage("not a member")
         log = self._log
-        self._mark(member)
-        member.dropped += log.discard(member, self.max_pending)
+        if self.dirty is not None:
+            self.dirty[member.id] = member
+        own = member.own
+        if (
+            member.position < log.first
+            or log.end - member.position - (len(own) if own else 0) > self.max_pending
+        ):
+            member.dropped += log.discard(member, self.max_pending)
         if not member.dropped:
+            if member.position == log.end:
+                return EMPTY  # nothing new: the most common poll of all
             return wire.LINE_SEPARATOR.join(log.read(member, self.max_reply_bytes))
         notice = wire.dropped(member.dropped)
         room = self.max_reply_bytes - len(notice) - len(wire.LINE_SEPARATOR)
