@@ -598,6 +598,33 @@ def targets(results):
     return checks
 
 
+def state_table(results):
+    """The --state runs, each beside the in-memory run of its size."""
+    memory = {run["members"]: run for run in results["runs"] if "error" not in run}
+    lines = [f"with --state (--state-sync {results.get('state_sync', 'normal')}):",
+             "  ".join(h.rjust(w) for h, w in STATE_COLUMNS)]
+    for run in results.get("state_runs", []):
+        if "error" in run:
+            lines.append(f"{run['members']:>8}  failed: {run['error'].splitlines()[0]}")
+            continue
+        base = memory.get(run["members"], {})
+        cells = [
+            f"{run['members']:,}",
+            f"{base.get('requests_per_s', 0):,.0f}",
+            f"{run['requests_per_s']:,.0f}",
+            _ratio(run["requests_per_s"], base.get("requests_per_s")),
+            _ms(run["poll_p99_ms"]),
+            f"{run['server_us_per_request']:.1f}",
+            str(run["timeouts"]),
+        ]
+        lines.append("  ".join(c.rjust(w) for c, (_, w) in zip(cells, STATE_COLUMNS)))
+    return "\n".join(lines)
+
+
+STATE_COLUMNS = [("members", 8), ("memory req/s", 12), ("state req/s", 11),
+                 ("x memory", 8), ("p99 ms", 7), ("srv us/req", 10), ("timeouts", 8)]
+
+
 def print_targets(checks):
     """One PASS, FAIL or SKIP line per target."""
     for check in checks:
@@ -672,13 +699,21 @@ def parse_args(argv):
                         "--twistd-arg=--profile=/tmp/prof-{members}.out")
     parser.add_argument("--twistd", default=str(Path(sys.executable).parent / "twistd"),
                         help="the twistd to run [the one beside this Python]")
+    parser.add_argument("--state-sizes", default="", metavar="SIZES",
+                        help="room sizes to run a second time with --state (a fresh "
+                        "SQLite file each), beside the in-memory runs, e.g. 10,1000")
+    parser.add_argument("--state-sync", default="normal", choices=("normal", "full"),
+                        help="--state-sync for those runs [normal]")
     parser.add_argument("--check", action="store_true",
                         help="exit with status 1 unless every target passes")
     args = parser.parse_args(argv)
     try:
         args.sizes = [int(s) for s in args.sizes.split(",")]
+        args.state_sizes = [int(s) for s in args.state_sizes.split(",") if s]
     except ValueError:
-        parser.error(f"--sizes must be whole numbers separated by commas, not {args.sizes!r}")
+        parser.error("--sizes and --state-sizes must be whole numbers separated by commas")
+    if not set(args.state_sizes) <= set(args.sizes):
+        parser.error("--state-sizes must be among --sizes (each is compared with its in-memory run)")
     # Servers run from temporary directories: the path must not be relative.
     args.twistd = os.path.abspath(shutil.which(args.twistd) or args.twistd)
     if min(args.active, args.repeat, *args.sizes) < 1 or min(args.duration, args.timeout) <= 0:
@@ -716,12 +751,21 @@ def benchmark(args):
     for members in args.sizes:
         sized = argparse.Namespace(**{**vars(args), "active": min(args.active, members)})
         jobs.append((members, lambda m=members, a=sized: run_udpchat(a, m, max_members)))
+    for members in args.state_sizes:
+        # A relative path: each server runs in a fresh directory of its own.
+        durable = argparse.Namespace(**{
+            **vars(args),
+            "active": min(args.active, members),
+            "server_arg": [*args.server_arg, "--state=room.db", f"--state-sync={args.state_sync}"],
+        })
+        jobs.append((f"{members} state",
+                     lambda m=members, a=durable: run_udpchat(a, m, max_members)))
     best = {}
     # Rounds (echo, 10, 100...) rather than repeats in a row, so that a burst
     # of other work on the box does not hit all repeats of one size.
     for round_ in range(args.repeat):
         for key, job in jobs:
-            label = key if key == "echo" else f"{key:,} members"
+            label = key if isinstance(key, str) else f"{key:,} members"
             print(f"{label}{f' (round {round_ + 1})' if args.repeat > 1 else ''} ...",
                   end=" ", flush=True)
             try:
@@ -740,6 +784,8 @@ def benchmark(args):
             best[key]["rounds"] = rates + [run["requests_per_s"]]
     results["echo"] = best.get("echo")
     results["runs"] = [best[m] for m in args.sizes]
+    results["state_runs"] = [best[f"{m} state"] for m in args.state_sizes]
+    results["state_sync"] = args.state_sync
     results["targets"] = targets(results)
     return results
 
@@ -761,6 +807,9 @@ def main(argv=None):
           f"{m.get('cores')} x {m.get('cpu')}; {results['settings']['duration']:g} s per run, "
           f"CPU% = % of one core\n")
     print(table(results))
+    if results.get("state_runs"):
+        print()
+        print(state_table(results))
     print()
     print_targets(results["targets"])
     if not args.load:

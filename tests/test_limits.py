@@ -21,12 +21,38 @@ from udpchat.limits import (
 LOOPBACK = parse_networks(limits.DEFAULT_EXEMPT)
 
 
+class Verdicts:
+    """
+    A L{Limiter} seen from a test: C{admit} says L{None} or the reason for
+    a drop, and C{charge} takes the source it admitted.
+    """
+
+    def __init__(self, limiter):
+        self.limiter = limiter
+        self._admitted = {}
+
+    def admit(self, source, now):
+        admission = self.limiter.admit(source, now)
+        if not admission:
+            return admission.reason
+        self._admitted[source] = admission
+        return None
+
+    def charge(self, source, payload_bytes, now):
+        self.limiter.charge(self._admitted[source], payload_bytes, now)
+
+    def group_of(self, source):
+        return self.limiter.group_of(source)
+
+
 def limiter(rate=10, burst=20, reply_rate=10_000, reply_burst=5_000, exempt=LOOPBACK, max_reply_bytes=1200):
-    return Limiter(
-        Classifier(exempt),
-        requests=TokenBuckets(rate, burst),
-        replies=TokenBuckets(reply_rate, reply_burst),
-        max_reply_bytes=max_reply_bytes,
+    return Verdicts(
+        Limiter(
+            Classifier(exempt),
+            requests=TokenBuckets(rate, burst),
+            replies=TokenBuckets(reply_rate, reply_burst),
+            max_reply_bytes=max_reply_bytes,
+        )
     )
 
 

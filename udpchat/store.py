@@ -23,6 +23,22 @@ APPLICATION_ID = 0x75647063  # "udpc"
 SCHEMA_VERSION = 1
 SYNCHRONOUS = ("normal", "full")
 
+FORGET_BATCH = 256
+"""Lines the room may release before the file deletes them too."""
+
+WAL_PAGES = 8192
+"""Pages (4 KiB) of write-ahead log between two checkpoints."""
+
+_SAVE_MEMBER = """
+INSERT INTO members VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    name = excluded.name,
+    position = excluded.position,
+    own_forgotten = excluded.own_forgotten,
+    dropped = excluded.dropped,
+    last_seen = excluded.last_seen
+"""
+
 _SCHEMA = """
 CREATE TABLE room (
     singleton INTEGER PRIMARY KEY CHECK (singleton = 0),
@@ -136,6 +152,7 @@ class Store:
         self.synchronous = synchronous
         self._connection = None
         self._saved_end = 0  # lines before this sequence number are saved
+        self._deleted_before = 0  # the file holds no line before this one
 
     def open(self):
         """
@@ -158,6 +175,9 @@ class Store:
                 )
             _check_identity(connection, self.path)
             connection.execute("PRAGMA journal_mode = WAL")
+            # Copy the log into the file every 32 MiB rather than 4: a
+            # commit is then mostly an append to the log.
+            connection.execute(f"PRAGMA wal_autocheckpoint = {WAL_PAGES}")
             connection.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
         except BaseException:
             connection.close()
@@ -192,10 +212,11 @@ class Store:
         room.track_members()
         self._saved_end = room.log.end
 
-    def commit(self, room, now):
+    def commit(self, room, now, everything=False):
         """
         Save what changed in C{room} since the last commit, in one
-        transaction, at time C{now}.
+        transaction, at time C{now}; with C{everything}, delete every line
+        the room no longer holds (otherwise done in batches).
         """
         connection = self._connection
         dirty = room.dirty
@@ -207,20 +228,22 @@ class Store:
                 connection.executemany("DELETE FROM members WHERE id = ?", removed)
             changed = [_member_row(m) for m in dirty.values() if m is not None]
             if changed:
-                connection.executemany(
-                    "INSERT OR REPLACE INTO members VALUES (?, ?, ?, ?, ?, ?, ?, ?)", changed
-                )
+                connection.executemany(_SAVE_MEMBER, changed)
             new_lines = [
                 (sequence, None if author is None else author.id, line)
                 for sequence, author, line in log.lines_since(self._saved_end)
             ]
             if new_lines:
-                connection.executemany("INSERT OR REPLACE INTO lines VALUES (?, ?, ?)", new_lines)
-            connection.execute("DELETE FROM lines WHERE sequence < ?", (log.first,))
+                connection.executemany("INSERT INTO lines VALUES (?, ?, ?)", new_lines)
             connection.execute(
                 "UPDATE room SET first = ?, next_id = ?, saved_at = ?",
                 (log.first, room.next_id, now),
             )
+            # Lines before "first" are never read again: delete them in
+            # batches, which touches fewer pages per commit.
+            if log.first - self._deleted_before >= FORGET_BATCH or everything:
+                connection.execute("DELETE FROM lines WHERE sequence < ?", (log.first,))
+                self._deleted_before = log.first
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
@@ -235,7 +258,7 @@ class Store:
         """
         for member in room.all_members():
             room.dirty.setdefault(member.id, member)
-        self.commit(room, now)
+        self.commit(room, now, everything=True)
 
     def close(self):
         """Close the file; L{open} may open it again."""
