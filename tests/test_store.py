@@ -16,14 +16,18 @@ from udpchat.store import StateFileError, Store, check, lock
 
 
 def state(room):
+    """
+    What a restart must keep.  The log's numbering is kept while anybody
+    reads it; an empty room may start again from any number, and member
+    numbers are not kept beyond the members (they are never compared).
+    """
     members = room.members()
     return (
         members,
         {source: room.pending(source) for source, _ in members},
         room.stored_lines,
-        room.log.first,
-        room.log.end,
-        room.next_id,
+        (room.log.first, room.log.end) if members else None,
+        [member.id for member in room.all_members()],
     )
 
 

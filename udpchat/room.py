@@ -546,8 +546,11 @@ class Room:
     def _say(self, source, member, request, now):
         if member is None:
             raise IllegalMessage("not a member")
-        self._log.append(member, wire.said(member.name, request.text))
-        self._mark(member)  # its read position may have moved past its line
+        log = self._log
+        caught_up = member.position == log.end
+        log.append(member, wire.said(member.name, request.text))
+        if caught_up:
+            self._mark(member)  # the log moved it past its own line
         return EMPTY
 
     def _rename(self, source, member, request, now):
@@ -574,18 +577,19 @@ class Room:
         if member is None:
             raise IllegalMessage("not a member")
         log = self._log
-        if self.dirty is not None:
-            self.dirty[member.id] = member
         own = member.own
         if (
             member.position < log.first
             or log.end - member.position - (len(own) if own else 0) > self.max_pending
         ):
             member.dropped += log.discard(member, self.max_pending)
+            self._mark(member)
         if not member.dropped:
             if member.position == log.end:
                 return EMPTY  # nothing new: the most common poll of all
+            self._mark(member)
             return wire.LINE_SEPARATOR.join(log.read(member, self.max_reply_bytes))
+        self._mark(member)
         notice = wire.dropped(member.dropped)
         room = self.max_reply_bytes - len(notice) - len(wire.LINE_SEPARATOR)
         member.dropped = 0

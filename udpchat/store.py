@@ -23,9 +23,6 @@ APPLICATION_ID = 0x75647063  # "udpc"
 SCHEMA_VERSION = 1
 SYNCHRONOUS = ("normal", "full")
 
-FORGET_BATCH = 256
-"""Lines the room may release before the file deletes them too."""
-
 WAL_PAGES = 8192
 """Pages (4 KiB) of write-ahead log between two checkpoints."""
 
@@ -42,9 +39,10 @@ ON CONFLICT (id) DO UPDATE SET
 _SCHEMA = """
 CREATE TABLE room (
     singleton INTEGER PRIMARY KEY CHECK (singleton = 0),
+    -- As of the last checkpoint (at least once a minute, and on stopping):
     first INTEGER NOT NULL,   -- sequence number of the oldest line held
     next_id INTEGER NOT NULL, -- the number the next member will get
-    saved_at REAL NOT NULL    -- when this was committed (idle timers stop)
+    saved_at REAL NOT NULL    -- when (idle timers stop while the server does)
 );
 CREATE TABLE members (
     id INTEGER PRIMARY KEY,   -- join order
@@ -152,7 +150,7 @@ class Store:
         self.synchronous = synchronous
         self._connection = None
         self._saved_end = 0  # lines before this sequence number are saved
-        self._deleted_before = 0  # the file holds no line before this one
+        self._saved_first = 0  # the file holds no line before this one
 
     def open(self):
         """
@@ -194,8 +192,8 @@ class Store:
         could not reach a stopped server.  The room then tracks its changes.
         """
         connection = self._connection
-        first, next_id, saved_at = connection.execute(
-            "SELECT first, next_id, saved_at FROM room"
+        saved_next_id, saved_at = connection.execute(
+            "SELECT next_id, saved_at FROM room"
         ).fetchone()
         downtime = max(0.0, now - saved_at) if saved_at else 0.0
         members = [
@@ -206,21 +204,35 @@ class Store:
             )
         ]
         lines = connection.execute(
-            "SELECT author, line FROM lines WHERE sequence >= ? ORDER BY sequence", (first,)
+            "SELECT sequence, author, line FROM lines ORDER BY sequence"
         ).fetchall()
-        room.restore(members, lines, first, next_id)
+        # The file holds exactly the lines the room held, so the oldest is
+        # the room's first; a room that held none had every member at its
+        # end (a member can only fall behind lines that are still held).
+        if lines:
+            first = lines[0][0]
+        else:
+            first = max((member[3] for member in members), default=0)
+        next_id = max([saved_next_id] + [member[0] + 1 for member in members])
+        room.restore(members, [(author, line) for _, author, line in lines], first, next_id)
         room.track_members()
+        self._saved_first = first
         self._saved_end = room.log.end
 
     def commit(self, room, now, everything=False):
         """
         Save what changed in C{room} since the last commit, in one
-        transaction, at time C{now}; with C{everything}, delete every line
-        the room no longer holds (otherwise done in batches).
+        transaction, at time C{now}; with C{everything}, the time and the
+        number the next member gets too, which are otherwise saved only now
+        and then (an older time errs on the side of members: the downtime
+        seems longer, so they stay longer).
         """
         connection = self._connection
         dirty = room.dirty
         log = room.log
+        first = log.first
+        if not (dirty or everything or log.end > self._saved_end or first != self._saved_first):
+            return  # nothing changed: no transaction
         connection.execute("BEGIN")
         try:
             removed = [(id,) for id, member in dirty.items() if member is None]
@@ -235,21 +247,20 @@ class Store:
             ]
             if new_lines:
                 connection.executemany("INSERT INTO lines VALUES (?, ?, ?)", new_lines)
-            connection.execute(
-                "UPDATE room SET first = ?, next_id = ?, saved_at = ?",
-                (log.first, room.next_id, now),
-            )
-            # Lines before "first" are never read again: delete them in
-            # batches, which touches fewer pages per commit.
-            if log.first - self._deleted_before >= FORGET_BATCH or everything:
-                connection.execute("DELETE FROM lines WHERE sequence < ?", (log.first,))
-                self._deleted_before = log.first
+            if first != self._saved_first:
+                connection.execute("DELETE FROM lines WHERE sequence < ?", (first,))
+            if everything:
+                connection.execute(
+                    "UPDATE room SET first = ?, next_id = ?, saved_at = ?",
+                    (first, room.next_id, now),
+                )
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
             raise
         dirty.clear()
         self._saved_end = log.end
+        self._saved_first = first
 
     def save_idle_times(self, room, now):
         """
