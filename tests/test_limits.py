@@ -118,7 +118,7 @@ class ClassifierTests(SynchronousTestCase):
         classifier = Classifier([])
         for i in range(limits.MAX_TRACKED + 10):
             classifier.classify("10.%d.%d.%d" % (i >> 16, (i >> 8) & 255, i & 255))
-        self.assertLessEqual(len(classifier._cache), limits.MAX_TRACKED)
+        self.assertLessEqual(len(classifier.known), limits.MAX_TRACKED)
 
 
 class TokenBucketsTests(SynchronousTestCase):

@@ -56,6 +56,7 @@ class _Exempt:
 
     __slots__ = ()
     header_bytes = 0
+    limited = False
 
 
 _EXEMPT = _Exempt()
@@ -70,6 +71,7 @@ class Address:
     """
 
     __slots__ = ("request_key", "reply_key", "group", "header_bytes")
+    limited = True  # replies to it are charged to its budget
 
     def __init__(self, request_key, reply_key, group, header_bytes):
         self.request_key = request_key
@@ -103,7 +105,7 @@ class Classifier:
             (network.version, int(network.network_address), int(network.netmask))
             for network in exempt
         ]
-        self._cache = {}
+        self.known = {}  # host -> what classify() said: a cache
 
     def classify(self, host):
         """
@@ -111,11 +113,11 @@ class Classifier:
         quad), or C{_EXEMPT}, or C{_BAD} for an address that cannot be a
         real peer (unspecified, broadcast, multicast, not an address).
         """
-        cached = self._cache.get(host)
+        cached = self.known.get(host)
         if cached is None:
-            if len(self._cache) >= MAX_TRACKED:
-                self._cache.clear()  # a cache, not state: start afresh
-            cached = self._cache[host] = self._classify(host)
+            if len(self.known) >= MAX_TRACKED:
+                self.known.clear()  # a cache, not state: start afresh
+            cached = self.known[host] = self._classify(host)
         return cached
 
     def _classify(self, host):
@@ -214,6 +216,7 @@ class Limiter:
 
     def __init__(self, classifier, requests, replies, max_reply_bytes):
         self._classify = classifier.classify
+        self._known = classifier.known.get
         self.requests = requests
         self.replies = replies
         self.max_reply_bytes = max_reply_bytes
@@ -227,7 +230,7 @@ class Limiter:
             a false L{Refused} with the reason to drop the datagram.
         """
         host, port = source
-        address = self._classify(host)
+        address = self._known(host) or self._classify(host)
         if address is _EXEMPT:
             return address if port else _REFUSED[BAD_SOURCE]
         if address is _BAD or not port:
@@ -245,7 +248,7 @@ class Limiter:
         Charge a reply of C{payload_bytes}, sent at C{now} for a datagram
         that L{admit} admitted with C{admission}, to its destination.
         """
-        if admission is not _EXEMPT:
+        if admission.limited:
             self.replies.take(admission.reply_key, payload_bytes + admission.header_bytes, now)
 
     def group_of(self, source):

@@ -83,6 +83,7 @@ class ChatServerProtocol(DatagramProtocol):
     def __init__(self, room, clock, log_level=LogLevel.info, limiter=None, store=None):
         self.room = room
         self._clock = clock
+        self._seconds = clock.seconds
         self._limiter = limiter
         self.store = store
         self._outbox = []  # (reply, address, admission) waiting for a commit
@@ -133,38 +134,40 @@ class ChatServerProtocol(DatagramProtocol):
             self._log_summary()
 
     def datagramReceived(self, datagram, address):
+        # The path of every datagram, kept flat: at 100,000 requests a
+        # second each call on it costs a few per cent.
         try:
-            self._handle(datagram, address)
+            host = address[0]
+            if host[:7] == "::ffff:" and "." in host:
+                source = (host[7:], address[1])  # canonical_address(), inlined
+            else:
+                source = address
+            now = self._seconds()
+            admission = None
+            if self._limiter is not None:
+                admission = self._limiter.admit(source, now)
+                if not admission:
+                    self._count(admission.reason)
+                    return
+            if self._log_requests:
+                self.log.debug(
+                    "{source} sent {datagram!r}",
+                    source=format_address(source),
+                    datagram=datagram,
+                )
+            room = self.room
+            reply = room.receive(source, datagram, now)
+            if reply is ILLEGAL:
+                self._count("illegal")
+            if room.changes:
+                self._log_changes(room.changes)
+            if self.store is None:
+                self._send(reply, address, admission, now)
+            else:
+                self._outbox.append((reply, address, admission))
+                self._flush_soon()
         except Exception:
             self._fault(address)
-
-    def _handle(self, datagram, address):
-        source = canonical_address(address)
-        now = self._clock.seconds()
-        limiter = self._limiter
-        admission = None
-        if limiter is not None:
-            admission = limiter.admit(source, now)
-            if not admission:
-                self._count(admission.reason)
-                return
-        if self._log_requests:
-            self.log.debug(
-                "{source} sent {datagram!r}",
-                source=format_address(source),
-                datagram=datagram,
-            )
-        room = self.room
-        reply = room.receive(source, datagram, now)
-        if reply is ILLEGAL:
-            self._count("illegal")
-        if room.changes:
-            self._log_changes(room.changes)
-        if self.store is None:
-            self._send(reply, address, admission, now)
-        else:
-            self._outbox.append((reply, address, admission))
-            self._flush_soon()
 
     def _send(self, reply, address, admission, now):
         try:
@@ -173,7 +176,7 @@ class ChatServerProtocol(DatagramProtocol):
             # No route, a full buffer...: the client will time out.
             self._count("unsent")
             return
-        if admission is not None:
+        if admission is not None and admission.limited:
             self._limiter.charge(admission, len(reply), now)
 
     def _flush_soon(self):

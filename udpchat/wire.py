@@ -118,18 +118,6 @@ def _check_name(name):
     return name
 
 
-def _check_text(text):
-    """
-    Return C{text} if it is a legal chat text, else raise L{IllegalMessage}.
-    The byte length is checked by the caller, which still has the bytes.
-    """
-    if text.isspace():
-        raise IllegalMessage("blank text")
-    if _FORBIDDEN_IN_TEXT.search(text):
-        raise IllegalMessage("forbidden character in text")
-    return text
-
-
 def parse_request(datagram):
     """
     Parse one datagram into a request object.
@@ -157,9 +145,19 @@ def parse_request(datagram):
     code = datagram[0]
     argument = datagram[2:]
     if code == _SAY:
+        # The most common request, checked inline: a text is not blank and
+        # holds nothing in _FORBIDDEN_IN_TEXT.
         if len(argument) > MAX_TEXT_BYTES:
             raise IllegalMessage("text too long")
-        return Say(_check_text(_decode(argument)))
+        try:
+            text = argument.decode("utf-8")
+        except UnicodeDecodeError:
+            raise IllegalMessage("not UTF-8") from None
+        if text.isspace():
+            raise IllegalMessage("blank text")
+        if _FORBIDDEN_IN_TEXT.search(text):
+            raise IllegalMessage("forbidden character in text")
+        return Say(text)
     if code == _JOIN:
         return Join(_check_name(_decode(argument)))
     if code == _RENAME:
