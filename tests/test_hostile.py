@@ -138,7 +138,7 @@ class DaemonLimitTests(LimitedServerCase):
 
 class ShutdownSummaryTests(LimitedServerCase):
     def test_sigterm_states_what_was_dropped(self):
-        """SIGTERM logs one line with the members and queued lines dropped."""
+        """SIGTERM logs one line with the members and stored lines dropped."""
         server = self.server()
         al, bo = self.member(server, "127.0.0.1"), self.member(server, "127.0.1.1")
         al.request(b"1 Al")
@@ -146,7 +146,7 @@ class ShutdownSummaryTests(LimitedServerCase):
         bo.request(b"2 unread")
         self.assertIn(server.stop(), (0, -signal.SIGTERM))
         self.assertTrue(
-            server.output.search(r"udpchat stopped: 2 members and 2 queued lines dropped"),
+            server.output.search(r"udpchat stopped: 2 members and 2 stored lines dropped"),
             server.output.text(),
         )
 

@@ -135,13 +135,29 @@ class TokenBucketsTests(SynchronousTestCase):
         buckets.take("k", 2, 0)
         self.assertEqual([buckets.take("k", 1, 1000) for _ in range(3)], [None, None, OVER_RATE])
 
-    def test_has_takes_nothing(self):
-        """has() answers without spending."""
+    def test_give_back_refills_up_to_burst(self):
+        """Tokens given back return to the bucket, never beyond the burst."""
         buckets = TokenBuckets(rate=1, burst=10)
-        self.assertEqual(
-            (buckets.has("k", 10, 0), buckets.take("k", 10, 0), buckets.has("k", 1, 0), buckets.has("k", 1, 1)),
-            (True, None, False, True),
-        )
+        buckets.take("k", 10, 0)
+        buckets.give_back("k", 4)
+        taken = [buckets.take("k", 1, 0) for _ in range(5)]
+        buckets.give_back("k", 100)
+        self.assertEqual((taken, [buckets.take("k", 10, 0), buckets.take("k", 1, 0)]), ([None] * 4 + [OVER_RATE], [None, OVER_RATE]))
+
+    def test_clock_stepping_back_drains_nothing(self):
+        """A wall clock set back does not drain a bucket."""
+        buckets = TokenBuckets(rate=1, burst=2)
+        buckets.take("k", 1, 100)
+        self.assertEqual([buckets.take("k", 1, 70), buckets.take("k", 1, 71)], [None, None])
+
+    def test_drained_oldest_bucket_does_not_block_new_keys(self):
+        """A drained bucket at the head of a full table does not keep new keys out while others have refilled."""
+        buckets = TokenBuckets(rate=1, burst=1, max_keys=4)
+        buckets.take("drained", 1, 0)
+        for key in ("a", "b", "c"):
+            buckets.take(key, 1, 0)
+            buckets.give_back(key, 1)  # full again at once
+        self.assertEqual(buckets.take("new", 1, 0.1), None)
 
     def test_full_table_forgets_refilled_buckets(self):
         """A new key replaces the oldest bucket once that one has refilled."""
@@ -214,6 +230,12 @@ class LimiterTests(SynchronousTestCase):
         self.assertEqual(limit.admit(source, 0), None)
         limit.charge(source, 0, 0)
         self.assertEqual(limit.admit(source, 0), OVER_BUDGET)
+
+    def test_budget_holds_before_replies_are_charged(self):
+        """Admitted requests whose replies are not sent yet (waiting for a commit) still count against the budget."""
+        limit = limiter(rate=1000, burst=1000, reply_rate=1, reply_burst=3 * 1228)
+        verdicts = [limit.admit(("192.0.2.%d" % (i + 1,), 9), 0) for i in range(5)]
+        self.assertEqual(verdicts, [None, None, None, OVER_BUDGET, OVER_BUDGET])
 
     def test_budget_drop_spends_no_request_token(self):
         """A request dropped for its destination's budget costs its source no token."""

@@ -59,11 +59,11 @@ class RestartTests(StateCase):
         cy.request(b"3 Cyd")
         bo.request(b"2 hi")
         self.assertIn(server.stop(), (0, -signal.SIGTERM))
-        self.assertTrue(server.output.search(r"udpchat stopped: 3 members and \d+ queued lines kept in "))
+        self.assertTrue(server.output.search(r"udpchat stopped: 3 members and \d+ stored lines kept in "))
         again = self.server()
         for member in (al, bo, cy):
             member.server_address = again.address()
-        self.assertTrue(again.output.search(r"restored 3 members and \d+ queued lines from "))
+        self.assertTrue(again.output.search(r"restored 3 members and \d+ stored lines from "))
         self.assertEqual(
             [al.request(b"5"), bo.request(b"5"), cy.request(b"5")],
             [

@@ -168,6 +168,45 @@ class RoundTripTests(StoreTestCase):
         again = self.reopen(options)
         self.assertEqual(again.receive(("192.0.2.9", 9), b"1 Cy", 0), b"Illegal message")
 
+    def test_member_who_left_stays_gone(self):
+        """A member that left is not written back when the log later forgets its lines."""
+        room = Room(max_pending=1)
+        saved = self.open(room)
+        for source, datagram in [(self.A, b"1 Al"), (self.B, b"1 Bo"), (self.A, b"2 x"), (self.A, b"4")]:
+            room.receive(source, datagram, 1)
+        saved.commit(room, 1)
+        room.receive(self.B, b"2 y", 2)
+        saved.commit(room, 2)
+        saved.close()
+        again = self.reopen(dict(max_pending=1))
+        self.assertEqual((again.members(), again.receive(self.A, b"5", 3)), ([(self.B, "Bo")], b"Illegal message"))
+
+    def test_smaller_backlog_after_restart_shrinks_the_log(self):
+        """Restarted with a smaller --max-pending, the room holds at most twice the new backlog."""
+        room = Room(max_pending=50)
+        saved = self.open(room)
+        room.receive(self.A, b"1 Al", 0)
+        room.receive(self.B, b"1 Bo", 0)
+        for i in range(80):
+            room.receive(self.B, b"2 %d" % (i,), 0)
+        saved.commit(room, 0)
+        saved.close()
+        again = self.reopen(dict(max_pending=2))
+        self.assertEqual((again.stored_lines, again.receive(self.A, b"5", 0)), (4, b"[79 lines dropped]\nBo: 78\nBo: 79"))
+
+    def test_member_numbers_are_never_given_twice(self):
+        """A member that joined and left before a crash does not lend its number to the next one."""
+        room = Room()
+        saved = self.open(room)
+        room.receive(self.A, b"1 Al", 0)
+        room.receive(self.B, b"1 Bo", 0)
+        room.receive(self.B, b"4", 0)
+        saved.commit(room, 0)
+        saved.close()  # as a crash would: no checkpoint
+        again = self.reopen()
+        again.receive(self.C, b"1 Cy", 0)
+        self.assertEqual([m.id for m in again.all_members()], [0, 2])
+
     @settings(max_examples=60, deadline=None)
     @given(
         st.lists(
@@ -246,6 +285,26 @@ class CheckTests(StoreTestCase):
         connection.commit()
         connection.close()
         self.assert_refused(self.path, "has schema version 2; this udpchat reads version 1 only")
+
+    def test_empty_name(self):
+        """An empty path, or one naming a directory, is not a file name."""
+        self.assert_refused("", "is not a file name")
+        self.assert_refused(self.directory.name + "/", "is not a file name")
+
+    def test_damaged_past_the_header(self):
+        """A state file damaged after its first page is refused, untouched."""
+        room = Room()
+        saved = self.open(room)
+        for i in range(300):
+            room.receive(("192.0.2.%d" % (i % 250 + 1,), i + 1), b"1 m%d" % (i,), 0)
+        saved.commit(room, 0)
+        saved.close()
+        with open(self.path, "r+b") as f:
+            f.seek(4096)
+            f.write(os.urandom(os.path.getsize(self.path) - 4096))
+        # SQLite finds the damage in the header check or in quick_check:
+        # either way, one line naming the file, and the file as it was.
+        self.assert_refused(self.path, self.path)
 
     def test_directory(self):
         """A directory is not a file."""

@@ -181,26 +181,32 @@ class TokenBuckets:
             bucket = buckets[key] = [self.burst, now]
         else:
             buckets.move_to_end(key)
-            bucket[0] = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+            # max(): the wall clock may step back; a bucket never drains so.
+            bucket[0] = min(self.burst, bucket[0] + max(0.0, now - bucket[1]) * self.rate)
             bucket[1] = now
         if bucket[0] < need:
             return OVER_RATE
         bucket[0] -= need
         return None
 
-    def has(self, key, need, now):
-        """Whether C{key}'s bucket holds C{need} tokens at C{now}, taking none."""
+    def give_back(self, key, tokens):
+        """Return C{tokens} taken from C{key}'s bucket but not spent."""
         bucket = self._buckets.get(key)
-        if bucket is None:
-            return len(self._buckets) < self._max_keys or self._forget_oldest(now)
-        return min(self.burst, bucket[0] + (now - bucket[1]) * self.rate) >= need
+        if bucket is not None:
+            bucket[0] = min(self.burst, bucket[0] + tokens)
 
-    def _forget_oldest(self, now):
-        key, (tokens, then) = next(iter(self._buckets.items()))
-        if tokens + (now - then) * self.rate < self.burst:
-            return False
-        del self._buckets[key]
-        return True
+    def _forget_oldest(self, now, tries=8):
+        # The least recently used bucket is the likeliest to have refilled;
+        # one that has not (an attacker's, drained) goes to the back, so
+        # that it cannot keep new keys out while others could make room.
+        buckets = self._buckets
+        for _ in range(min(tries, len(buckets))):
+            key, (tokens, then) = next(iter(buckets.items()))
+            if tokens + max(0.0, now - then) * self.rate >= self.burst:
+                del buckets[key]
+                return True
+            buckets.move_to_end(key)
+        return False
 
 
 class Limiter:
@@ -235,21 +241,30 @@ class Limiter:
             return address if port else _REFUSED[BAD_SOURCE]
         if address is _BAD or not port:
             return _REFUSED[BAD_SOURCE]
-        # Check the reply budget first: a request refused for it must not
-        # also spend a token of its (possibly forged) source.
+        # The largest reply is taken from the destination's budget now, and
+        # what the real reply did not cost is given back when it is sent:
+        # replies may wait (for a commit) while more requests are admitted.
         worst = self.max_reply_bytes + address.header_bytes
-        if not self.replies.has(address.reply_key, worst, now):
-            return _REFUSED[OVER_BUDGET]
+        refused = self.replies.take(address.reply_key, worst, now)
+        if refused is not None:
+            return _REFUSED[OVER_BUDGET if refused == OVER_RATE else refused]
         refused = self.requests.take(address.request_key, 1, now)
-        return address if refused is None else _REFUSED[refused]
+        if refused is not None:
+            self.replies.give_back(address.reply_key, worst)
+            return _REFUSED[refused]
+        return address
 
     def charge(self, admission, payload_bytes, now):
         """
-        Charge a reply of C{payload_bytes}, sent at C{now} for a datagram
-        that L{admit} admitted with C{admission}, to its destination.
+        Settle the reply, of C{payload_bytes}, sent at C{now} for a datagram
+        that L{admit} admitted with C{admission}: its destination's budget
+        gets back what the largest reply would have cost more.  A reply
+        never sent is charged as the largest.
         """
         if admission.limited:
-            self.replies.take(admission.reply_key, payload_bytes + admission.header_bytes, now)
+            self.replies.give_back(
+                admission.reply_key, self.max_reply_bytes - payload_bytes
+            )
 
     def group_of(self, source):
         """

@@ -166,7 +166,9 @@ class SharedLog:
             ]
             reader.own = deque(own) if own else None
         self._release()
-        assert self._first <= end
+        # Restarted with a smaller backlog: forget down to the new size.
+        while self.capacity is not None and len(self) > self.capacity:
+            self._forget_oldest()
 
     def __len__(self):
         """How many lines the log still holds for its readers."""
@@ -608,6 +610,7 @@ class Room:
             else:
                 groups[member.group] -= 1
         self._log.remove_reader(member)
+        member.own = None  # nothing of its own is read any more: not tracked
         self._log.append(None, line)
         if self.dirty is not None:
             self.dirty[member.id] = None
@@ -639,12 +642,12 @@ class Room:
         @param next_id: the number the next member will get.
         """
         by_id = {}
-        for id, source, name, position, own_forgotten, dropped, last_seen in members:
-            member = Member(id, source, name, self.group_of(source), last_seen)
+        for number, source, name, position, own_forgotten, dropped, last_seen in members:
+            member = Member(number, source, name, self.group_of(source), last_seen)
             member.position = position
             member.own_forgotten = own_forgotten
             member.dropped = dropped
-            by_id[id] = member
+            by_id[number] = member
             self._members[source] = member
             self._names[name] = member
             if member.group is not None:

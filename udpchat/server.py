@@ -4,8 +4,12 @@ The Twisted side of the server: a thin DatagramProtocol around a L{Room}.
 The adapter decides nothing about the protocol: it hands each datagram and
 its (normalised) source address to the room, sends the room's reply back,
 and turns what the room reports into log events.
+
+Its Logger is made per protocol, not a class attribute, since it filters by
+the operator's --log-level: twistd itself writes every event it is given.
 """
 
+import sqlite3
 from collections import Counter
 
 from twisted.application.service import Service
@@ -22,6 +26,7 @@ from twisted.logger import (
 )
 
 from udpchat.room import Expired, Joined, Left, Renamed
+from udpchat.store import StateFileError
 from udpchat.wire import ILLEGAL, MAX_DATAGRAM_BYTES
 
 SUMMARY_INTERVAL = 60.0
@@ -315,12 +320,21 @@ class ChatService(Service):
         store = self.protocol.store
         if store is not None:
             room = self.protocol.room
-            store.open()
-            store.load(room, self._reactor.seconds())
+            try:
+                store.open()
+                store.load(room, self._reactor.seconds())
+            except (StateFileError, sqlite3.Error, OSError) as e:
+                # Checked before twistd forked, but files change: one line,
+                # and a non-zero exit, rather than a traceback.
+                store.close()
+                self.log.critical(
+                    "cannot use the state file {path}: {error}", path=store.path, error=e
+                )
+                raise SystemExit(1)
             self.log.info(
                 "restored {members} and {lines} from {path}",
                 members=_counted(len(room.members()), "member"),
-                lines=_counted(room.stored_lines, "queued line"),
+                lines=_counted(room.stored_lines, "stored line"),
                 path=store.path,
             )
         sock = self._socket
@@ -353,7 +367,7 @@ class ChatService(Service):
         room, store = protocol.room, protocol.store
         counts = dict(
             members=_counted(len(room.members()), "member"),
-            lines=_counted(room.stored_lines, "queued line"),
+            lines=_counted(room.stored_lines, "stored line"),
         )
         if store is None:
             self.log.info(

@@ -77,6 +77,8 @@ def check(path):
 
     @raise StateFileError: if it cannot.
     """
+    if not path or path.endswith(os.sep):
+        raise StateFileError(f"{path!r} is not a file name")
     if os.path.isdir(path):
         raise StateFileError(f"{path} is a directory")
     directory = os.path.dirname(os.path.abspath(path))
@@ -94,14 +96,14 @@ def check(path):
     try:
         connection = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
         try:
-            _check_identity(connection, path)
+            _check_identity(connection, path, whole=True)
         finally:
             connection.close()
     except sqlite3.Error as e:
         raise StateFileError(f"{path} is not a udpchat state file ({e})") from None
 
 
-def _check_identity(connection, path):
+def _check_identity(connection, path, whole=False):
     (application_id,) = connection.execute("PRAGMA application_id").fetchone()
     (version,) = connection.execute("PRAGMA user_version").fetchone()
     if application_id != APPLICATION_ID:
@@ -111,6 +113,13 @@ def _check_identity(connection, path):
             f"{path} has schema version {version}; this udpchat reads version "
             f"{SCHEMA_VERSION} only"
         )
+    if whole:
+        # A file damaged past its header: found now, not after the fork.
+        (verdict,) = connection.execute("PRAGMA quick_check").fetchone()
+        if verdict != "ok":
+            raise StateFileError(f"{path} is damaged ({verdict})")
+        for table in ("room", "members", "lines"):
+            connection.execute(f"SELECT * FROM {table} LIMIT 1").fetchall()
 
 
 def lock(path):
@@ -151,6 +160,7 @@ class Store:
         self._connection = None
         self._saved_end = 0  # lines before this sequence number are saved
         self._saved_first = 0  # the file holds no line before this one
+        self._saved_next_id = 0
 
     def open(self):
         """
@@ -218,6 +228,7 @@ class Store:
         room.track_members()
         self._saved_first = first
         self._saved_end = room.log.end
+        self._saved_next_id = next_id
 
     def commit(self, room, now, everything=False):
         """
@@ -231,7 +242,13 @@ class Store:
         dirty = room.dirty
         log = room.log
         first = log.first
-        if not (dirty or everything or log.end > self._saved_end or first != self._saved_first):
+        if not (
+            dirty
+            or everything
+            or log.end > self._saved_end
+            or first != self._saved_first
+            or room.next_id != self._saved_next_id
+        ):
             return  # nothing changed: no transaction
         connection.execute("BEGIN")
         try:
@@ -254,6 +271,9 @@ class Store:
                     "UPDATE room SET first = ?, next_id = ?, saved_at = ?",
                     (first, room.next_id, now),
                 )
+            elif room.next_id != self._saved_next_id:
+                # Member numbers are never given out twice, crash or not.
+                connection.execute("UPDATE room SET next_id = ?", (room.next_id,))
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
@@ -261,6 +281,7 @@ class Store:
         dirty.clear()
         self._saved_end = log.end
         self._saved_first = first
+        self._saved_next_id = room.next_id
 
     def save_idle_times(self, room, now):
         """

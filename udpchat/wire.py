@@ -41,8 +41,8 @@ class IllegalMessage(Exception):
     """
 
 
-# Requests are values, made once per datagram: plain slotted classes, since a
-# frozen dataclass costs twice as much to make.  Nobody changes them.
+# Requests are values, made once per datagram: slotted dataclasses, not
+# frozen ones, which cost twice as much to make.  Nobody changes them.
 
 
 @dataclass(slots=True)
