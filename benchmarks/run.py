@@ -592,7 +592,8 @@ def targets(results):
             "limit": limit,
             "passed": None if value is None else (value >= limit if at_least else value <= limit),
             # Memory does not depend on the CPU that others took; speed does.
-            "disturbed": key in TIMED
+            "disturbed": value is not None
+            and key in TIMED
             and any(run and run.get("slices_kept") == 0 for run in used),
         })
     return checks

@@ -6,6 +6,7 @@ Every parse passes C{--interface} with a loopback address and C{--port 0}, so
 no test binds a public or fixed port.
 """
 
+import os
 import socket
 
 from twisted.internet import reactor
@@ -446,8 +447,8 @@ class LimitOptionsTests(OptionsTestMixin, SynchronousTestCase):
         )
 
     def test_receive_buffer_bounds(self):
-        """--receive-buffer is 4096 to 2**30 bytes."""
-        for value in ("4095", str(2**30 + 1), "big"):
+        """--receive-buffer is 4096 to 2**29 bytes."""
+        for value in ("4095", str(2**29 + 1), "big"):
             self.assertIn("--receive-buffer", self.usage_error(*LOOPBACK, "--receive-buffer", value))
 
     def test_limits_reach_room_and_limiter(self):
@@ -493,3 +494,17 @@ class DocumentationTests(SynchronousTestCase):
             if default is not None and name != "exempt":
                 self.assertIn(f" {default} ", f" {row} ".replace("``", " "), name)
         self.assertIn("``127.0.0.0/8,``", readme)
+
+
+class ReceiveBufferTests(OptionsTestMixin, SynchronousTestCase):
+    """
+    --receive-buffer beyond net.core.rmem_max, as root (CI and development run as root).
+    """
+
+    def test_root_gets_more_than_rmem_max(self):
+        """Root is granted a buffer larger than net.core.rmem_max (SO_RCVBUFFORCE)."""
+        self.assertEqual(os.geteuid(), 0, "run as root")
+        with open("/proc/sys/net/core/rmem_max") as f:
+            size = int(f.read()) * 2
+        config = self.parse(*LOOPBACK, "--receive-buffer", str(size))
+        self.assertGreaterEqual(config["socket"].getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF), 2 * size)

@@ -9,6 +9,7 @@ IPV6_V6ONLY, so "::" would be dual-stack only where the host's sysctl says).
 
 import errno
 import socket
+import sys
 
 # Errors that mean "this host has no usable IPv6", not "this port is bad".
 _NO_IPV6 = frozenset((errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT))
@@ -51,18 +52,22 @@ def bind_udp(interface, port, receive_buffer=None):
     return _bind(family, interface, port, receive_buffer)
 
 
+# SO_RCVBUFFORCE (Linux, for root): Python names it only from 3.12 on.
+_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform.startswith("linux") else None)
+# Linux reports twice the size asked for (the rest is its bookkeeping).
+_REPORTED = 2 if sys.platform.startswith("linux") else 1
+
+
 def _set_receive_buffer(sock, size):
-    # Root may exceed net.core.rmem_max with SO_RCVBUFFORCE (Linux); others
-    # get at most rmem_max, silently, so check what was granted.  Linux
-    # reports twice the size asked for (the rest is its bookkeeping).
-    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    # Root may exceed net.core.rmem_max with SO_RCVBUFFORCE; others get at
+    # most rmem_max, silently: check what was granted.
     try:
-        if force is None:
+        if _RCVBUFFORCE is None:
             raise PermissionError
-        sock.setsockopt(socket.SOL_SOCKET, force, size)
+        sock.setsockopt(socket.SOL_SOCKET, _RCVBUFFORCE, size)
     except PermissionError:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // _REPORTED
     if granted < size:
         raise ReceiveBufferTooSmall(granted)
 

@@ -185,7 +185,7 @@ class Options(usage.Options):
             raise usage.UsageError(f"--exempt: {e}") from None
         if self["receive-buffer"] is not None:
             self["receive-buffer"] = _number(
-                "--receive-buffer", self["receive-buffer"], 4096, 2**30
+                "--receive-buffer", self["receive-buffer"], 4096, 2**29
             )
         if self["state-sync"] not in store.SYNCHRONOUS:
             raise usage.UsageError(
