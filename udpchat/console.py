@@ -15,11 +15,11 @@ server: a line the protocol refuses is explained here and never sent.
 
 import codecs
 import os
-from collections import deque
 import re
 import termios
 import tty
 import unicodedata
+from collections import deque
 
 from twisted.conch.insults.insults import ServerProtocol
 from twisted.conch.recvline import HistoricRecvLine
