@@ -336,10 +336,12 @@ class SharedLog:
         # them there, so that the log keeps what they will read.
         readers = self._readers
         waiting = readers.pop(sequence, 0)
+        self._first = sequence + 1
         if waiting:
             readers[sequence + 1] = readers.get(sequence + 1, 0) + waiting
-        self._first = sequence + 1
-        self._release()
+            self._compact()  # the new first line has readers: no scan
+        else:
+            self._release()
 
     def _release(self):
         readers = self._readers
@@ -347,10 +349,14 @@ class SharedLog:
         while first < end and first not in readers:
             first += 1
         self._first = first
-        released = first - self._base
+        self._compact()
+
+    def _compact(self):
+        released = self._first - self._base
         # Compact when at least half the list is released lines, so that
         # memory stays within twice what readers still need.
         if released and released * 2 >= len(self._lines):
+            first = self._first
             del self._lines[:released]
             del self._authors[:released]
             del self._ends[:released]
@@ -589,7 +595,8 @@ class Room:
         if not member.dropped:
             if member.position == log.end:
                 return EMPTY  # nothing new: the most common poll of all
-            self._mark(member)
+            if self.dirty is not None:
+                self.dirty[member.id] = member
             return wire.LINE_SEPARATOR.join(log.read(member, self.max_reply_bytes))
         self._mark(member)
         notice = wire.dropped(member.dropped)
