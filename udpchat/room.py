@@ -30,6 +30,7 @@ a datagram reaches the room, by L{udpchat.limits}.
 
 from bisect import bisect_right
 from collections import OrderedDict, deque
+from itertools import accumulate
 from dataclasses import dataclass
 
 from udpchat import wire
@@ -151,11 +152,13 @@ class SharedLog:
         Make this (new) log hold C{entries}, C{(author, line)} pairs numbered
         from C{first}, read by C{readers} at the positions they hold.
         """
-        self.end = first
-        for author, line in entries:
-            self._add(author, line)
+        self._authors = [author for author, _ in entries]
+        self._lines = [line for _, line in entries]
+        self._ends = list(
+            accumulate((len(line) + len(wire.LINE_SEPARATOR) for line in self._lines), initial=0)
+        )
         self._base = self._first = first
-        end = self.end
+        self.end = first + len(self._lines)
         for reader in readers:
             position = max(reader.position, first)
             self._readers[position] = self._readers.get(position, 0) + 1
@@ -201,12 +204,6 @@ class SharedLog:
             # The log held nothing anyone needed: if no reader waits at
             # this line either (an empty room), it is released at once.
             self._release()
-
-    def _add(self, author, line):
-        self._lines.append(line)
-        self._authors.append(author)
-        self._ends.append(self._ends[-1] + len(line) + len(wire.LINE_SEPARATOR))
-        self.end += 1
 
     def add_reader(self, reader):
         """
@@ -371,9 +368,8 @@ class SharedLog:
 class Member(Reader):
     """
     One member: its number (in join order, never reused), its address, name
-    and group, when it was last heard from,
-    how many of its lines were dropped since it was last told, and its read
-    position in the shared log.
+    and group, when it was last heard from, how many lines of its backlog
+    were dropped since it was last told, and its read position in the log.
     """
 
     __slots__ = ("id", "source", "name", "group", "last_seen", "dropped")
@@ -465,6 +461,8 @@ class Room:
             self._silent.move_to_end(source)
         try:
             request = wire.parse_request(datagram)
+            if member is None and request.__class__ is not wire.Join:
+                raise IllegalMessage("not a member")
             return self._handlers[type(request)](source, member, request, now)
         except IllegalMessage:
             return ILLEGAL
@@ -548,17 +546,12 @@ class Room:
         self._next_id += 1
         self._mark(member)
         self._log.add_reader(member)
-        others[source] = member
-        self._names[name] = member
+        self._enter(member)
         self._silent[source] = member
-        if group is not None:
-            self._groups[group] = self._groups.get(group, 0) + 1
         self.changes.append(Joined(source, name))
         return reply
 
     def _say(self, source, member, request, now):
-        if member is None:
-            raise IllegalMessage("not a member")
         log = self._log
         caught_up = member.position == log.end
         log.append(member, wire.said(member.name, request.text))
@@ -567,8 +560,6 @@ class Room:
         return EMPTY
 
     def _rename(self, source, member, request, now):
-        if member is None:
-            raise IllegalMessage("not a member")
         old, new = member.name, request.name
         self._check_free(new)
         self._log.append(member, wire.renamed(old, new))
@@ -580,17 +571,15 @@ class Room:
         return EMPTY
 
     def _leave(self, source, member, request, now):
-        if member is None:
-            raise IllegalMessage("not a member")
         self._remove(member)
         self.changes.append(Left(source, member.name))
         return EMPTY
 
     def _fetch(self, source, member, request, now):
-        if member is None:
-            raise IllegalMessage("not a member")
         log = self._log
         own = member.own
+        # Behind forgotten lines, or more unread than the backlog holds
+        # (log.unread(), inlined: every poll asks).
         if (
             member.position < log.first
             or log.end - member.position - (len(own) if own else 0) > self.max_pending
@@ -608,6 +597,14 @@ class Room:
         room = self.max_reply_bytes - len(notice) - len(wire.LINE_SEPARATOR)
         member.dropped = 0
         return wire.LINE_SEPARATOR.join([notice, *log.read(member, room)])
+
+    def _enter(self, member):
+        # The tables a member is found in, but the log's and _silent, whose
+        # order the caller knows.
+        self._members[member.source] = member
+        self._names[member.name] = member
+        if member.group is not None:
+            self._groups[member.group] = self._groups.get(member.group, 0) + 1
 
     def _remove(self, member):
         line = wire.left(member.name)
@@ -660,10 +657,7 @@ class Room:
             member.own_forgotten = own_forgotten
             member.dropped = dropped
             by_id[number] = member
-            self._members[source] = member
-            self._names[name] = member
-            if member.group is not None:
-                self._groups[member.group] = self._groups.get(member.group, 0) + 1
+            self._enter(member)
         for member in sorted(by_id.values(), key=lambda m: m.last_seen):
             self._silent[member.source] = member
         self._log.restore(

@@ -39,10 +39,10 @@ ON CONFLICT (id) DO UPDATE SET
 _SCHEMA = """
 CREATE TABLE room (
     singleton INTEGER PRIMARY KEY CHECK (singleton = 0),
-    -- As of the last checkpoint (at least once a minute, and on stopping):
-    first INTEGER NOT NULL,   -- sequence number of the oldest line held
     next_id INTEGER NOT NULL, -- the number the next member will get
-    saved_at REAL NOT NULL    -- when (idle timers stop while the server does)
+    -- When the last checkpoint was (at least once a minute, and on
+    -- stopping): idle timers stop while the server does.
+    saved_at REAL NOT NULL
 );
 CREATE TABLE members (
     id INTEGER PRIMARY KEY,   -- join order
@@ -59,7 +59,7 @@ CREATE TABLE lines (
     author INTEGER,           -- a member id, or NULL
     line BLOB NOT NULL
 );
-INSERT INTO room VALUES (0, 0, 0, 0);
+INSERT INTO room VALUES (0, 0, 0);
 """
 
 
@@ -223,12 +223,11 @@ class Store:
             first = lines[0][0]
         else:
             first = max((member[3] for member in members), default=0)
-        next_id = max([saved_next_id] + [member[0] + 1 for member in members])
-        room.restore(members, [(author, line) for _, author, line in lines], first, next_id)
+        room.restore(members, [(author, line) for _, author, line in lines], first, saved_next_id)
         room.track_members()
         self._saved_first = first
         self._saved_end = room.log.end
-        self._saved_next_id = next_id
+        self._saved_next_id = saved_next_id
 
     def commit(self, room, now, everything=False):
         """
@@ -268,8 +267,7 @@ class Store:
                 connection.execute("DELETE FROM lines WHERE sequence < ?", (first,))
             if everything:
                 connection.execute(
-                    "UPDATE room SET first = ?, next_id = ?, saved_at = ?",
-                    (first, room.next_id, now),
+                    "UPDATE room SET next_id = ?, saved_at = ?", (room.next_id, now)
                 )
             elif room.next_id != self._saved_next_id:
                 # Member numbers are never given out twice, crash or not.
