@@ -17,6 +17,8 @@ import threading
 import time
 from pathlib import Path
 
+from twisted.trial.unittest import SynchronousTestCase
+
 BIN = Path(sys.executable).parent
 TWISTD = str(BIN / "twistd")
 DEADLINE = 10.0  # seconds to wait for anything that should happen at once
@@ -232,9 +234,12 @@ class Client:
         return code
 
     def kill(self):
+        """Kill the client if it still runs; close its pipes' ends."""
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(DEADLINE)
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            self.process.stdin.close()
         self.cwd.cleanup()
 
 
@@ -250,3 +255,50 @@ def environment(**changes):
     env = dict(os.environ)
     env.update(changes)
     return env
+
+
+class ProcessTestCase(SynchronousTestCase):
+    """
+    A test that starts real servers, members and clients: each is stopped
+    or closed when the test ends, whatever happens.  The one end-to-end
+    fixture; test modules subclass it rather than copy it.
+    """
+
+    def server(self, *options, **kwargs):
+        """A running L{Server} with C{options}; see L{Server}."""
+        server = Server(*options, **kwargs)
+        self.addCleanup(server.stop)
+        return server
+
+    def member(self, server, host=None, family=None, name=None):
+        """
+        A L{Member} socket talking to C{server} (a L{Server} or an address),
+        bound to C{host}; joined as C{name} when one is given.
+        """
+        address = server.address() if isinstance(server, Server) else server
+        member = Member(address, family=family, host=host)
+        self.addCleanup(member.close)
+        if name is not None:
+            reply = member.request(f"1 {name}".encode())
+            self.assertNotEqual(reply, b"Illegal message", f"{name} could not join")
+        return member
+
+    def client(self, *argv, **kwargs):
+        """A running L{Client} with C{argv}; killed when the test ends."""
+        client = Client(*argv, **kwargs)
+        self.addCleanup(client.kill)
+        return client
+
+    def refused(self, *options, argv_prefix=()):
+        """
+        Start C{twistd udpchat} with C{options}, which it must refuse with
+        a non-zero exit and no traceback; return its output.
+        """
+        result = run_isolated(
+            [*argv_prefix, TWISTD, "-n", "--pidfile=", "udpchat", "--port", "0",
+             "--interface", "127.0.0.1", *options]
+        )
+        output = (result.stdout + result.stderr).decode()
+        self.assertNotEqual(result.returncode, 0, output)
+        self.assertNotIn("Traceback", output)
+        return output

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 
-from harness import DEADLINE, Client, Member, Server, environment, free_port, lines_until, wait_for
+from tests.harness import DEADLINE, Client, Member, Server, environment, free_port, lines_until, wait_for
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 from twisted.trial.unittest import SynchronousTestCase

@@ -21,7 +21,7 @@ import tempfile
 import termios
 import threading
 
-from harness import DEADLINE, Client, Member, OutputReader, Server, environment, lines_until, wait_for
+from tests.harness import DEADLINE, Client, Member, OutputReader, Server, environment, lines_until, wait_for
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from harness import DEADLINE, LISTENING, TWISTD, Member, Server, run_isolated, wait_for
+from tests.harness import DEADLINE, LISTENING, TWISTD, Member, Server, run_isolated, wait_for
 
 ILLEGAL = b"Illegal message"
 UNIT = Path(__file__).parent.parent / "contrib" / "udpchat.service"

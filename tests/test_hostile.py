@@ -13,7 +13,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from harness import DEADLINE, TWISTD, Member, Server, rss_bytes, run_isolated, wait_for
+from tests.harness import DEADLINE, TWISTD, Member, Server, rss_bytes, run_isolated, wait_for
 
 ILLEGAL = b"Illegal message"
 NOT_EXEMPT = ("--exempt", "none")

@@ -9,7 +9,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from harness import TWISTD, run_isolated
+from tests.harness import TWISTD, run_isolated
 from twisted.trial.unittest import SynchronousTestCase
 
 ROOT = Path(__file__).resolve().parent.parent

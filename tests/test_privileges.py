@@ -10,7 +10,7 @@ import os
 import shutil
 import socket
 
-from harness import TWISTD, Member, Server, run_isolated
+from tests.harness import TWISTD, Member, Server, run_isolated
 from twisted.trial.unittest import SynchronousTestCase
 
 NOBODY = "65534"

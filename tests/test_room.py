@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from udpchat.room import Expired, Joined, Left, Reader, Renamed, Room, SharedLog
 from udpchat.wire import ILLEGAL
 
-from model import ModelRoom
+from tests.model import ModelRoom
 
 PROPERTY = settings(max_examples=200, deadline=None)
 

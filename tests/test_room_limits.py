@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from udpchat.room import Expired, Room
 from udpchat.wire import ILLEGAL
 
-from model import ModelRoom
+from tests.model import ModelRoom
 
 
 def source(i, network=0):

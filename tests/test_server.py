@@ -27,7 +27,7 @@ from udpchat.server import (
 )
 from udpchat.wire import ILLEGAL
 
-from model import ModelRoom
+from tests.model import ModelRoom
 
 AL = ("127.0.0.1", 4000)
 BO = ("127.0.0.1", 4001)

@@ -13,7 +13,7 @@ import threading
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from harness import TWISTD, Member, Server, run_isolated
+from tests.harness import TWISTD, Member, Server, run_isolated
 
 ILLEGAL = b"Illegal message"
 SETPRIV = shutil.which("setpriv")

@@ -23,7 +23,7 @@ from udpchat.wire import (
     parse_request,
 )
 
-from model import spec_member_list
+from tests.model import spec_member_list
 
 PROPERTY = settings(max_examples=200, deadline=None)
 
