@@ -4,6 +4,10 @@ The twistd plugin's command line (C{twistd udpchat --help}) and service.
 Every option is checked here, and the socket is bound here too, so that a bad
 value, a port in use or a permission problem is a one-line usage error before
 twistd daemonizes, never a traceback afterwards.
+
+The range of each whole-number option is declared once, in L{NUMBERS}:
+L{Options.postOptions} checks values against it, C{--help} shows it, and
+the tests read it.
 """
 
 import ipaddress
@@ -33,11 +37,122 @@ LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 A_YEAR = 366 * 24 * 3600
 
 
+class OptionBound:
+    """
+    A bound that is the parsed value of an earlier option plus C{plus}, as
+    in C{--max-reply-bytes + 48}; C{reason}, if any, is said in the usage
+    error.
+    """
+
+    def __init__(self, option, plus=0, reason=""):
+        self.option = option
+        self.plus = plus
+        self.reason = reason
+
+    def value(self, values):
+        """This bound, given the parsed C{values} of the options before it."""
+        return values[self.option] + self.plus
+
+    def __str__(self):
+        return f"--{self.option} + {self.plus}" if self.plus else f"--{self.option}"
+
+
+class WholeNumber:
+    """
+    The values of a whole-number option: C{low} to C{high}, each an int or
+    an L{OptionBound}.  C{str()} gives the range as C{--help} shows it.
+    """
+
+    def __init__(self, low, high):
+        self.low = low
+        self.high = high
+
+    def bounds(self, values):
+        """C{(low, high)} as ints, given the parsed C{values} of earlier options."""
+        return tuple(
+            bound.value(values) if isinstance(bound, OptionBound) else bound
+            for bound in (self.low, self.high)
+        )
+
+    def parse(self, option, text, values):
+        """
+        Parse C{text}, given for C{option}, as a whole number in range.
+
+        @raise usage.UsageError: naming the option, the range and C{text}.
+        """
+        low, high = self.bounds(values)
+        # Digits only (int() would take " 5", "+5" and other scripts'
+        # digits), and not too many: int() refuses thousands of them.
+        if not (
+            text.isascii()
+            and text.isdigit()
+            and len(text.lstrip("0")) <= len(str(high))
+            and low <= int(text) <= high
+        ):
+            raise usage.UsageError(
+                f"{option} must be a whole number from {low} to {high}"
+                f"{self._why()}, not {text!r}"
+            )
+        return int(text)
+
+    def _why(self):
+        linked = [
+            f"{bound}, {bound.reason}" if bound.reason else str(bound)
+            for bound in (self.low, self.high)
+            if isinstance(bound, OptionBound)
+        ]
+        return f" ({'; '.join(linked)})" if linked else ""
+
+    def __str__(self):
+        return f"{self.low} to {self.high}"
+
+
+NUMBERS = {
+    "port": WholeNumber(0, 65535),
+    "max-reply-bytes": WholeNumber(DEFAULT_MAX_REPLY_BYTES, LARGEST_UDP_PAYLOAD),
+    "max-members": WholeNumber(1, 10**6),
+    "max-members-per-prefix": WholeNumber(1, OptionBound("max-members")),
+    "max-pending": WholeNumber(1, 10**6),
+    "idle-timeout": WholeNumber(0, A_YEAR),
+    "request-rate": WholeNumber(1, 10**6),
+    "request-burst": WholeNumber(1, 10**6),
+    "reply-rate": WholeNumber(1, 10**9),
+    "reply-burst": WholeNumber(
+        OptionBound(
+            "max-reply-bytes",
+            limits.IPV6_HEADER_BYTES,
+            "so that the largest reply can be sent",
+        ),
+        10**9,
+    ),
+    "receive-buffer": WholeNumber(4096, 2**29),
+}
+"""
+The whole-number options and their ranges, in the order they are checked:
+an L{OptionBound} names an option before it.  An option whose value is
+L{None} (not given, no default) is not checked.
+"""
+
+
+def _ranged(parameters):
+    """
+    C{optParameters} rows, with the C{range} field of each whole-number
+    option's help filled in from L{NUMBERS}.
+    """
+    return [
+        [name, short, default, doc.format(range=NUMBERS[name]) if name in NUMBERS else doc]
+        for name, short, default, doc in parameters
+    ]
+
+
 class Options(usage.Options):
     """
-    Options of C{twistd udpchat}.  After parsing, C{self["socket"]} is the
-    bound socket that L{makeService} serves on, and C{self["exempt"]} the
-    list of exempt networks.
+    Options of C{twistd udpchat}.  After parsing, each option in L{NUMBERS}
+    is an int (C{max-members-per-prefix} defaulted, C{receive-buffer}
+    L{None} if not given), C{self["log-level"]} a L{LogLevel},
+    C{self["exempt"]} the list of exempt networks, C{self["socket"]} the
+    bound socket that L{makeService} serves on, and, with C{--state},
+    C{self["state-lock"]} the lock held on the state file.
     """
 
     synopsis = "[options]"
@@ -46,8 +161,13 @@ class Options(usage.Options):
         "datagram; see README.rst for the protocol and for the reasoning "
         "behind each limit's default."
     )
-    optParameters = [
-        ["port", "p", str(DEFAULT_PORT), "UDP port to listen on; 0 picks a free port."],
+    optParameters = _ranged([
+        [
+            "port",
+            "p",
+            str(DEFAULT_PORT),
+            "UDP port to listen on, {range}; 0 picks a free port.",
+        ],
         [
             "interface",
             None,
@@ -59,55 +179,61 @@ class Options(usage.Options):
             "max-reply-bytes",
             None,
             str(DEFAULT_MAX_REPLY_BYTES),
-            f"Largest reply datagram, {DEFAULT_MAX_REPLY_BYTES} to "
-            f"{LARGEST_UDP_PAYLOAD} bytes.",
+            "Largest reply datagram, {range} bytes.",
         ],
-        ["max-members", None, str(DEFAULT_MAX_MEMBERS), "Most members in the room."],
+        [
+            "max-members",
+            None,
+            str(DEFAULT_MAX_MEMBERS),
+            "Most members in the room, {range}.",
+        ],
         [
             "max-members-per-prefix",
             None,
             None,
-            "Most members from one IPv4 /24 or IPv6 /64 "
+            "Most members from one IPv4 /24 or IPv6 /64, {range} "
             f"[default: {DEFAULT_MAX_MEMBERS_PER_PREFIX}, or --max-members if lower].",
         ],
         [
             "max-pending",
             None,
             str(DEFAULT_MAX_PENDING),
-            "Most lines waiting for one member; older ones are dropped, "
-            "and the member told how many.",
+            "Most lines waiting for one member, {range}; older ones are "
+            "dropped, and the member told how many.",
         ],
         [
             "idle-timeout",
             None,
             str(int(DEFAULT_IDLE_TIMEOUT)),
-            "Seconds of silence after which a member is removed; 0: never.",
+            "Seconds of silence after which a member is removed, {range}; "
+            "0: never.",
         ],
         [
             "request-rate",
             None,
             str(DEFAULT_REQUEST_RATE),
-            "Requests per second allowed from one IPv4 address or IPv6 /64.",
+            "Requests per second allowed from one IPv4 address or IPv6 /64, "
+            "{range}.",
         ],
         [
             "request-burst",
             None,
             str(DEFAULT_REQUEST_BURST),
-            "Requests one IPv4 address or IPv6 /64 may send at once.",
+            "Requests one IPv4 address or IPv6 /64 may send at once, {range}.",
         ],
         [
             "reply-rate",
             None,
             str(DEFAULT_REPLY_RATE),
             "Reply bytes per second (headers included) sent to one "
-            "IPv4 /24 or IPv6 /56.",
+            "IPv4 /24 or IPv6 /56, {range}.",
         ],
         [
             "reply-burst",
             None,
             str(DEFAULT_REPLY_BURST),
-            "Reply bytes one IPv4 /24 or IPv6 /56 may be sent at once; at "
-            "least --max-reply-bytes + 48.",
+            "Reply bytes one IPv4 /24 or IPv6 /56 may be sent at once, "
+            "{range}.",
         ],
         [
             "exempt",
@@ -120,8 +246,8 @@ class Options(usage.Options):
             "receive-buffer",
             None,
             None,
-            "Kernel receive buffer (SO_RCVBUF) in bytes, to absorb bursts "
-            "[default: the system's].",
+            "Kernel receive buffer (SO_RCVBUF) in bytes, {range}, to absorb "
+            "bursts [default: the system's].",
         ],
         [
             "state",
@@ -144,49 +270,20 @@ class Options(usage.Options):
             f"Least important events to log: {', '.join(LOG_LEVELS)}. "
             "Only 'debug' logs every request (and chat text).",
         ],
-    ]
+    ])
 
     def postOptions(self):
-        self["port"] = _number("--port", self["port"], 0, 65535)
-        self["max-reply-bytes"] = _number(
-            "--max-reply-bytes",
-            self["max-reply-bytes"],
-            DEFAULT_MAX_REPLY_BYTES,
-            LARGEST_UDP_PAYLOAD,
-        )
-        self["max-members"] = _number("--max-members", self["max-members"], 1, 10**6)
+        for name, number in NUMBERS.items():
+            if self[name] is not None:
+                self[name] = number.parse(f"--{name}", self[name], self)
         if self["max-members-per-prefix"] is None:
             self["max-members-per-prefix"] = min(
                 DEFAULT_MAX_MEMBERS_PER_PREFIX, self["max-members"]
             )
-        else:
-            self["max-members-per-prefix"] = _number(
-                "--max-members-per-prefix",
-                self["max-members-per-prefix"],
-                1,
-                self["max-members"],
-                "(--max-members)",
-            )
-        self["max-pending"] = _number("--max-pending", self["max-pending"], 1, 10**6)
-        self["idle-timeout"] = _number("--idle-timeout", self["idle-timeout"], 0, A_YEAR)
-        self["request-rate"] = _number("--request-rate", self["request-rate"], 1, 10**6)
-        self["request-burst"] = _number("--request-burst", self["request-burst"], 1, 10**6)
-        self["reply-rate"] = _number("--reply-rate", self["reply-rate"], 1, 10**9)
-        self["reply-burst"] = _number(
-            "--reply-burst",
-            self["reply-burst"],
-            self["max-reply-bytes"] + limits.IPV6_HEADER_BYTES,
-            10**9,
-            "(--max-reply-bytes + 48, so that the largest reply can be sent)",
-        )
         try:
             self["exempt"] = limits.parse_networks(self["exempt"])
         except ValueError as e:
             raise usage.UsageError(f"--exempt: {e}") from None
-        if self["receive-buffer"] is not None:
-            self["receive-buffer"] = _number(
-                "--receive-buffer", self["receive-buffer"], 4096, 2**29
-            )
         if self["state-sync"] not in store.SYNCHRONOUS:
             raise usage.UsageError(
                 f"--state-sync must be one of {', '.join(store.SYNCHRONOUS)}, "
@@ -226,16 +323,6 @@ class Options(usage.Options):
                 f"cannot listen on UDP port {self['port']} of {where}: "
                 f"{e.strerror or e}"
             ) from None
-
-
-def _number(option, text, low, high, why=""):
-    """Parse C{text} as a whole number from C{low} to C{high}."""
-    if not (text.isascii() and text.isdigit() and low <= int(text) <= high):
-        raise usage.UsageError(
-            f"{option} must be a whole number from {low} to {high}"
-            f"{' ' + why if why else ''}, not {text!r}"
-        )
-    return int(text)
 
 
 def makeService(config, reactor=None):
