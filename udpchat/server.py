@@ -2,8 +2,13 @@
 The Twisted side of the server: a thin DatagramProtocol around a L{Room}.
 
 The adapter decides nothing about the protocol: it hands each datagram and
-its (normalised) source address to the room, sends the room's reply back,
-and turns what the room reports into log events.
+its (normalised) source address to the room and sends the room's reply
+back.  Once per batch (the datagrams of one read of the socket) it takes
+what the room reports changed, as one value, and passes it to every
+consumer: the log, and the store, which must have saved it before the
+replies that tell of it go out (L{HeldReplies}).  Its periodic work (the
+idle sweep, the store's checkpoint, the summary line) runs as timer
+services that L{periodic_services} builds.
 
 Its Logger is made per protocol, not a class attribute, since it filters by
 the operator's --log-level: twistd itself writes every event it is given.
@@ -12,11 +17,12 @@ the operator's --log-level: twistd itself writes every event it is given.
 import sqlite3
 from collections import Counter
 
+from twisted.application.internet import TimerService
 from twisted.application.service import Service
+from twisted.internet import udp
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.error import MessageLengthError
 from twisted.internet.protocol import DatagramProtocol
-from twisted.internet.task import LoopingCall
 from twisted.logger import (
     FilteringLogObserver,
     Logger,
@@ -37,6 +43,11 @@ EXPIRY_INTERVAL = 1.0
 
 CHECKPOINT_INTERVAL = 60.0
 """Seconds between two saves of every member's idle timer, with a store."""
+
+ILLEGAL_REQUEST = "illegal"
+UNSENT = "unsent"
+FAULT = "fault"
+"""Keys of L{ChatServerProtocol.counts} beside the limiter's drop reasons."""
 
 
 def canonical_address(address):
@@ -63,6 +74,74 @@ def _counted(count, what):
     return f"{count} {what}" if count == 1 else f"{count} {what}s"
 
 
+def filtered_logger(namespace, source, level):
+    """
+    A L{Logger} that passes on only events at C{level} or above: twistd
+    writes whatever it is given.
+    """
+    return Logger(
+        namespace=namespace,
+        source=source,
+        observer=FilteringLogObserver(globalLogPublisher, [LogLevelFilterPredicate(level)]),
+    )
+
+
+def log_changes(log, changes, idle_timeout):
+    """Log the membership events of C{changes} (a L{Changes}) at info."""
+    for change in changes.events:
+        source = format_address(change.source)
+        if isinstance(change, Joined):
+            log.info("{name!r} joined from {source}", name=change.name, source=source)
+        elif isinstance(change, Renamed):
+            log.info(
+                "{old!r} at {source} renamed to {new!r}",
+                old=change.old,
+                new=change.new,
+                source=source,
+            )
+        elif isinstance(change, Left):
+            log.info("{name!r} at {source} left", name=change.name, source=source)
+        elif isinstance(change, Expired):
+            log.info(
+                "{name!r} at {source} removed after {seconds:g} seconds of silence",
+                name=change.name,
+                source=source,
+                seconds=idle_timeout,
+            )
+
+
+class HeldReplies:
+    """
+    Replies that wait until the changes they tell of are stored: what a
+    reply promises (a line acknowledged, lines fetched) survives a crash.
+
+    @param store: an open L{udpchat.store.Store}.
+    @param send: called with C{(reply, address, admission, now)} for each
+        reply, once its changes are committed.
+    """
+
+    def __init__(self, store, send):
+        self.store = store
+        self._send = send
+        self._replies = []
+
+    def hold(self, reply, address, admission):
+        """Keep a reply until the next L{commit}."""
+        self._replies.append((reply, address, admission))
+
+    def commit(self, changes, now, checkpoint=False):
+        """
+        Store C{changes}, then send the replies held.  If the store fails,
+        the replies are dropped (nothing is promised that is not saved) and
+        the error raised; the store keeps the changes for its next commit.
+        """
+        replies, self._replies = self._replies, []
+        self.store.commit(changes, now, checkpoint)
+        send = self._send
+        for reply, address, admission in replies:
+            send(reply, address, admission, now)
+
+
 class ChatServerProtocol(DatagramProtocol):
     """
     Feed datagrams to a room and send its replies.
@@ -79,64 +158,46 @@ class ChatServerProtocol(DatagramProtocol):
         reach the room, or L{None} for no traffic limits.
     @param store: an open L{udpchat.store.Store} to commit the room's
         changes to before the replies they cause are sent, or L{None} to
-        keep the room in memory only.  The datagrams of one reactor turn
-        share one commit.
+        keep the room in memory only.  The datagrams of one batch share one
+        commit.
+
+    @ivar counts: how many datagrams were refused (C{"illegal"}), dropped
+        (by the limiter's reason), not answered (C{"unsent"}) or hit a bug
+        (C{"fault"}) since the protocol was made: totals that only grow.
     """
 
     noisy = False
 
     def __init__(self, room, clock, log_level=LogLevel.info, limiter=None, store=None):
         self.room = room
+        self.store = store
+        self.counts = Counter()
         self._clock = clock
         self._seconds = clock.seconds
         self._limiter = limiter
-        self.store = store
-        self._outbox = []  # (reply, address, admission) waiting for a commit
+        self._held = None if store is None else HeldReplies(store, self._send)
+        self._ends_batches = False  # whether the transport calls flush()
         self._flush_call = None
-        self._checkpoint = None
+        self._last_fault_logged = None
         self._log_requests = log_level == LogLevel.debug
-        # twistd writes whatever it is given: filter here, by level.
-        self.log = Logger(
-            namespace=f"{__name__}.{type(self).__name__}",
-            source=self,
-            observer=FilteringLogObserver(
-                globalLogPublisher, [LogLevelFilterPredicate(log_level)]
-            ),
-        )
-        self._counts = Counter()
-        self._summary = None
-        self._summary_since = None
-        self._sweeper = None
+        self.log = filtered_logger(f"{__name__}.{type(self).__name__}", self, log_level)
+        self._summarised = Counter()
+        self._summarised_at = clock.seconds()
 
     def startProtocol(self):
         # A reply goes back to the address recvfrom() gave, so Twisted's
         # Port.write need not check again that it is an IP literal: that
         # check was an eighth of the time spent per datagram.
-        sock = getattr(self.transport, "socket", None)
-        self._write = self.transport.write if sock is None else sock.sendto
-        if self.room.idle_timeout:
-            self._sweeper = self._every(EXPIRY_INTERVAL, self._sweep)
-        if self.store is not None:
-            self._checkpoint = self._every(CHECKPOINT_INTERVAL, self._save_idle_times)
-
-    def _every(self, seconds, function):
-        call = LoopingCall(function)
-        call.clock = self._clock
-        call.start(seconds, now=False)
-        return call
+        transport = self.transport
+        sock = getattr(transport, "socket", None)
+        self._write = transport.write if sock is None else sock.sendto
+        self._ends_batches = getattr(transport, "ends_batches", False)
 
     def stopProtocol(self):
-        for call in (self._sweeper, self._checkpoint):
-            if call is not None:
-                call.stop()
-        self._sweeper = self._checkpoint = None
-        if self._flush_call is not None:
-            # The port is closed: commit what was handled; the replies are
-            # lost, as the network could have lost them.
-            self.flush()
-        if self._summary is not None:
-            self._summary.cancel()
-            self._log_summary()
+        # The port is closed: commit what was handled; the replies are lost,
+        # as the network could have lost them.
+        self.flush()
+        self.log_summary()
 
     def datagramReceived(self, datagram, address):
         # The path of every datagram, kept flat: at 100,000 requests a
@@ -152,7 +213,7 @@ class ChatServerProtocol(DatagramProtocol):
             if self._limiter is not None:
                 admission = self._limiter.admit(source, now)
                 if not admission:
-                    self._count(admission.reason)
+                    self.counts[admission.reason] += 1
                     return
             if self._log_requests:
                 self.log.debug(
@@ -160,17 +221,15 @@ class ChatServerProtocol(DatagramProtocol):
                     source=format_address(source),
                     datagram=datagram,
                 )
-            room = self.room
-            reply = room.receive(source, datagram, now)
+            reply = self.room.receive(source, datagram, now)
             if reply is ILLEGAL:
-                self._count("illegal")
-            if room.changes:
-                self._log_changes(room.changes)
-            if self.store is None:
+                self.counts[ILLEGAL_REQUEST] += 1
+            if self._held is None:
                 self._send(reply, address, admission, now)
             else:
-                self._outbox.append((reply, address, admission))
-                self._flush_soon()
+                self._held.hold(reply, address, admission)
+            if not self._ends_batches and self._flush_call is None:
+                self._flush_call = self._clock.callLater(0, self.flush)
         except Exception:
             self._fault(address)
 
@@ -179,122 +238,129 @@ class ChatServerProtocol(DatagramProtocol):
             self._write(reply, address)
         except (OSError, MessageLengthError):
             # No route, a full buffer...: the client will time out.
-            self._count("unsent")
+            self.counts[UNSENT] += 1
             return
         if admission is not None and admission.limited:
             self._limiter.charge(admission, len(reply), now)
 
-    def _flush_soon(self):
-        if self._flush_call is None:
-            self._flush_call = self._clock.callLater(0, self.flush)
-
-    def flush(self):
+    def flush(self, checkpoint=False):
         """
-        Commit the room's changes, then send the replies that waited on it.
-        A reply is sent only once what it tells is on disk.
+        End a batch: take what the room reports changed and pass it to the
+        log and the store; then send the replies that waited on the store.
+        With C{checkpoint}, the store saves every member's idle timer too.
         """
-        if self.store is None:
-            return
         if self._flush_call is not None:
             if self._flush_call.active():
                 self._flush_call.cancel()
             self._flush_call = None
-        outbox, self._outbox = self._outbox, []
-        now = self._clock.seconds()
-        try:
-            self.store.commit(self.room, now)
-        except Exception:
-            # Nothing is promised that is not saved: no reply.  The changes
-            # stay marked, for the next commit to try again.
-            self._fault(None)
-            return
-        if self.transport is not None:
-            for reply, address, admission in outbox:
-                self._send(reply, address, admission, now)
+        room = self.room
+        changes = room.take_changes(everyone=checkpoint)
+        if changes.events:
+            log_changes(self.log, changes, room.idle_timeout)
+        if self._held is not None:
+            try:
+                self._held.commit(changes, self._clock.seconds(), checkpoint)
+            except Exception:
+                self._fault(None)
 
-    def _save_idle_times(self):
-        try:
-            self.store.save_idle_times(self.room, self._clock.seconds())
-        except Exception:
-            self._fault(None)
-
-    def _sweep(self):
+    def sweep(self):
+        """Remove the members silent for too long, when nothing arrives."""
         try:
             self.room.expire(self._clock.seconds())
-            if self.room.changes:
-                self._log_changes(self.room.changes)
-                if self.store is not None:
-                    self._flush_soon()
+            self.flush()
         except Exception:
             self._fault(None)
 
-    def _log_changes(self, changes):
-        log = self.log
-        for change in changes:
-            source = format_address(change.source)
-            if isinstance(change, Joined):
-                log.info("{name!r} joined from {source}", name=change.name, source=source)
-            elif isinstance(change, Renamed):
-                log.info(
-                    "{old!r} at {source} renamed to {new!r}",
-                    old=change.old,
-                    new=change.new,
-                    source=source,
-                )
-            elif isinstance(change, Left):
-                log.info("{name!r} at {source} left", name=change.name, source=source)
-            elif isinstance(change, Expired):
-                log.info(
-                    "{name!r} at {source} removed after {seconds:g} seconds of silence",
-                    name=change.name,
-                    source=source,
-                    seconds=self.room.idle_timeout,
-                )
-        changes.clear()
+    def checkpoint(self):
+        """Save every member's idle timer, with a store."""
+        self.flush(checkpoint=True)
 
     def _fault(self, address):
         # A bug, not the sender's fault; one traceback per interval, so
         # that a datagram which triggers it cannot flood the log.
-        if not self._counts["fault"]:
+        now = self._clock.seconds()
+        last = self._last_fault_logged
+        if last is None or now - last >= SUMMARY_INTERVAL:
+            self._last_fault_logged = now
             self.log.failure(
                 "request from {source} hit a bug; no reply sent",
                 source="-" if address is None else format_address(canonical_address(address)),
             )
-        self._count("fault")
+        self.counts[FAULT] += 1
 
-    def _count(self, what):
-        self._counts[what] += 1
-        if self._summary is None:
-            self._summary_since = self._clock.seconds()
-            self._summary = self._clock.callLater(SUMMARY_INTERVAL, self._log_summary)
-
-    def _log_summary(self):
-        # One line per interval, however much junk arrives.
-        self._summary = None
-        counts, self._counts = self._counts, Counter()
+    def log_summary(self):
+        """
+        Log one line counting what was refused, dropped, unsent or failed
+        since the last summary, if anything was: one line per interval,
+        however much junk arrives.
+        """
+        now = self._clock.seconds()
+        counts = self.counts - self._summarised
+        seconds = now - self._summarised_at
+        self._summarised = self.counts.copy()
+        self._summarised_at = now
+        if not counts:
+            return
         parts = []
-        if counts["illegal"]:
-            parts.append(_counted(counts["illegal"], "illegal request") + " refused")
+        if counts[ILLEGAL_REQUEST]:
+            parts.append(_counted(counts[ILLEGAL_REQUEST], "illegal request") + " refused")
         dropped = {
             reason: count
             for reason, count in counts.items()
-            if reason not in ("illegal", "unsent", "fault")
+            if reason not in (ILLEGAL_REQUEST, UNSENT, FAULT)
         }
         for reason, count in sorted(dropped.items()):
             parts.append(f"{_counted(count, 'datagram')} dropped {reason}")
-        if counts["unsent"]:
-            parts.append(_counted(counts["unsent"], "reply") + " not sent")
-        if counts["fault"]:
-            parts.append(_counted(counts["fault"], "request") + " failed on a bug")
+        if counts[UNSENT]:
+            parts.append(_counted(counts[UNSENT], "reply") + " not sent")
+        if counts[FAULT]:
+            parts.append(_counted(counts[FAULT], "request") + " failed on a bug")
         self.log.info(
             "in the last {seconds:.0f} seconds: {summary}",
-            seconds=self._clock.seconds() - self._summary_since,
+            seconds=seconds,
             summary="; ".join(parts),
-            illegal=counts["illegal"],
+            illegal=counts[ILLEGAL_REQUEST],
             dropped=dropped,
-            unsent=counts["unsent"],
-            faults=counts["fault"],
+            unsent=counts[UNSENT],
+            faults=counts[FAULT],
         )
+
+
+def periodic_services(protocol, clock):
+    """
+    The timer services of C{protocol}'s periodic work, on C{clock}: the
+    summary line, the idle sweep (if members can expire) and the store's
+    checkpoint (if it has a store).  Each runs once as it starts, so they
+    start after the protocol's service (its store must be open).
+    """
+    work = [(SUMMARY_INTERVAL, protocol.log_summary)]
+    if protocol.room.idle_timeout:
+        work.append((EXPIRY_INTERVAL, protocol.sweep))
+    if protocol.store is not None:
+        work.append((CHECKPOINT_INTERVAL, protocol.checkpoint))
+    services = []
+    for seconds, function in work:
+        service = TimerService(seconds, function)
+        service.clock = clock
+        services.append(service)
+    return services
+
+
+class BatchingPort(udp.Port):
+    """
+    A UDP port that tells its protocol when a read of the socket is over
+    (C{protocol.flush()}): the datagrams of one read are one batch, which
+    shares one commit and one look at the room's changes, with no extra
+    turn of the event loop.
+    """
+
+    ends_batches = True
+
+    def doRead(self):
+        try:
+            udp.Port.doRead(self)
+        finally:
+            self.protocol.flush()
 
 
 class ChatService(Service):
@@ -339,10 +405,12 @@ class ChatService(Service):
             )
         sock = self._socket
         # Read one byte more than any legal request, so that an oversize
-        # datagram is seen as oversize, never parsed truncated.
-        self.port = self._reactor.adoptDatagramPort(
-            sock.fileno(), sock.family, self.protocol, MAX_DATAGRAM_BYTES + 1
+        # datagram is seen as oversize, never parsed truncated.  The port is
+        # what reactor.adoptDatagramPort() makes, but one that ends batches.
+        self.port = BatchingPort._fromListeningDescriptor(
+            self._reactor, sock.fileno(), sock.family, self.protocol, MAX_DATAGRAM_BYTES + 1
         )
+        self.port.startListening()
         sock.close()  # the port holds its own duplicate
         address = self.port.getHost()
         self.log.info(
@@ -355,9 +423,7 @@ class ChatService(Service):
         Service.stopService(self)
         if self.port is None:
             return None
-        protocol = self.protocol
-        if protocol.store is not None:
-            protocol.flush()  # answer what was handled before closing
+        self.protocol.flush()  # answer what was handled before closing
         stopped = maybeDeferred(self.port.stopListening)
         return stopped.addCallback(lambda _: self._stopped())
 
@@ -376,7 +442,7 @@ class ChatService(Service):
                 **counts,
             )
             return
-        store.save_idle_times(room, self._reactor.seconds())
+        protocol.checkpoint()
         store.close()
         self.log.info(
             "udpchat stopped: {members} and {lines} kept in {path}",

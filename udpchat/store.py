@@ -2,10 +2,12 @@
 The room on disk: a SQLite database that survives restarts and crashes.
 
 The store saves the room as it is: its members (with their read positions)
-and the lines of its shared log still held, numbered as in the log.  The
-adapter commits what changed before it sends the replies those changes
-cause, so a reply is a promise kept: whatever a member was told (a line
-acknowledged, lines fetched) survives a crash of the process.
+and the lines of its shared log still held, numbered as in the log.  It
+learns what to save from the L{udpchat.room.Changes} the room hands out,
+and reads nothing else of the room.  The adapter commits what changed
+before it sends the replies those changes cause, so a reply is a promise
+kept: whatever a member was told (a line acknowledged, lines fetched)
+survives a crash of the process.
 
 Opening the file for writing waits for L{Store.open}, in C{startService}:
 twistd builds the service before it forks and drops privileges, and an
@@ -19,19 +21,22 @@ import os
 import sqlite3
 from urllib.parse import quote
 
+from udpchat.room import MemberState
+
 APPLICATION_ID = 0x75647063  # "udpc"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Version 1 (udpchat 1.0) is migrated to version 2 when the file is opened."""
 SYNCHRONOUS = ("normal", "full")
 
 WAL_PAGES = 8192
 """Pages (4 KiB) of write-ahead log between two checkpoints."""
 
 _SAVE_MEMBER = """
-INSERT INTO members VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO members VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
     name = excluded.name,
     position = excluded.position,
-    own_forgotten = excluded.own_forgotten,
     dropped = excluded.dropped,
     last_seen = excluded.last_seen
 """
@@ -49,8 +54,9 @@ CREATE TABLE members (
     host TEXT NOT NULL,
     port INTEGER NOT NULL,
     name TEXT NOT NULL,
+    -- The next line to read; behind the first line held, the first line's
+    -- sequence number minus this is how many lines the member lost.
     position INTEGER NOT NULL,
-    own_forgotten INTEGER NOT NULL,
     dropped INTEGER NOT NULL,
     last_seen REAL NOT NULL
 );
@@ -60,6 +66,14 @@ CREATE TABLE lines (
     line BLOB NOT NULL
 );
 INSERT INTO room VALUES (0, 0, 0);
+"""
+
+# Version 1 kept beside each position how many of the member's own lines
+# the log had forgotten after it; version 2 counts them in the position.
+_MIGRATE_FROM_1 = """
+UPDATE members SET position = position + own_forgotten;
+ALTER TABLE members DROP COLUMN own_forgotten;
+PRAGMA user_version = 2;
 """
 
 
@@ -108,10 +122,10 @@ def _check_identity(connection, path, whole=False):
     (version,) = connection.execute("PRAGMA user_version").fetchone()
     if application_id != APPLICATION_ID:
         raise StateFileError(f"{path} is not a udpchat state file")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise StateFileError(
-            f"{path} has schema version {version}; this udpchat reads version "
-            f"{SCHEMA_VERSION} only"
+            f"{path} has schema version {version}; this udpchat reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
     if whole:
         # A file damaged past its header: found now, not after the fork.
@@ -158,9 +172,9 @@ class Store:
         self.path = path
         self.synchronous = synchronous
         self._connection = None
-        self._saved_end = 0  # lines before this sequence number are saved
         self._saved_first = 0  # the file holds no line before this one
         self._saved_next_id = 0
+        self._unsaved = None  # Changes a failed commit could not save
 
     def open(self):
         """
@@ -182,6 +196,9 @@ class Store:
                     f"BEGIN; {_SCHEMA} COMMIT;"
                 )
             _check_identity(connection, self.path)
+            (version,) = connection.execute("PRAGMA user_version").fetchone()
+            if version == 1:
+                connection.executescript(f"BEGIN; {_MIGRATE_FROM_1} COMMIT;")
             connection.execute("PRAGMA journal_mode = WAL")
             # Copy the log into the file every 32 MiB rather than 4: a
             # commit is then mostly an append to the log.
@@ -199,7 +216,7 @@ class Store:
         """
         Fill the new C{room} from the file, as it stood at the last commit,
         at time C{now}: idle timers resume where they stood, since members
-        could not reach a stopped server.  The room then tracks its changes.
+        could not reach a stopped server.
         """
         connection = self._connection
         saved_next_id, saved_at = connection.execute(
@@ -207,9 +224,9 @@ class Store:
         ).fetchone()
         downtime = max(0.0, now - saved_at) if saved_at else 0.0
         members = [
-            (id, (host, port), name, position, own_forgotten, dropped, last_seen + downtime)
-            for id, host, port, name, position, own_forgotten, dropped, last_seen in connection.execute(
-                "SELECT id, host, port, name, position, own_forgotten, dropped, last_seen"
+            MemberState(id, (host, port), name, position, dropped, last_seen + downtime)
+            for id, host, port, name, position, dropped, last_seen in connection.execute(
+                "SELECT id, host, port, name, position, dropped, last_seen"
                 " FROM members ORDER BY id"
             )
         ]
@@ -222,90 +239,63 @@ class Store:
         if lines:
             first = lines[0][0]
         else:
-            first = max((member[3] for member in members), default=0)
+            first = max((member.position for member in members), default=0)
         room.restore(members, [(author, line) for _, author, line in lines], first, saved_next_id)
-        room.track_members()
         self._saved_first = first
-        self._saved_end = room.log.end
         self._saved_next_id = saved_next_id
 
-    def commit(self, room, now, everything=False):
+    def commit(self, changes, now, checkpoint=False):
         """
-        Save what changed in C{room} since the last commit, in one
-        transaction, at time C{now}; with C{everything}, the time and the
-        number the next member gets too, which are otherwise saved only now
-        and then (an older time errs on the side of members: the downtime
-        seems longer, so they stay longer).
+        Save C{changes} (a L{udpchat.room.Changes}) in one transaction, at
+        time C{now}; with C{checkpoint}, the time too, which is otherwise
+        saved only now and then (an older time errs on the side of members:
+        the downtime seems longer, so they stay longer).  Changes that a
+        failed commit could not save are saved with the next.
         """
-        connection = self._connection
-        dirty = room.dirty
-        log = room.log
-        first = log.first
+        if self._unsaved is not None:
+            changes = self._unsaved.then(changes)
         if not (
-            dirty
-            or everything
-            or log.end > self._saved_end
-            or first != self._saved_first
-            or room.next_id != self._saved_next_id
+            changes
+            or checkpoint
+            or changes.first != self._saved_first
+            or changes.next_id != self._saved_next_id
         ):
             return  # nothing changed: no transaction
-        connection.execute("BEGIN")
+        connection = self._connection
         try:
-            removed = [(id,) for id, member in dirty.items() if member is None]
-            if removed:
-                connection.executemany("DELETE FROM members WHERE id = ?", removed)
-            changed = [_member_row(m) for m in dirty.values() if m is not None]
-            if changed:
-                connection.executemany(_SAVE_MEMBER, changed)
-            new_lines = [
-                (sequence, None if author is None else author.id, line)
-                for sequence, author, line in log.lines_since(self._saved_end)
-            ]
-            if new_lines:
-                connection.executemany("INSERT INTO lines VALUES (?, ?, ?)", new_lines)
-            if first != self._saved_first:
-                connection.execute("DELETE FROM lines WHERE sequence < ?", (first,))
-            if everything:
-                connection.execute(
-                    "UPDATE room SET next_id = ?, saved_at = ?", (room.next_id, now)
+            connection.execute("BEGIN")
+            if changes.removed:
+                connection.executemany(
+                    "DELETE FROM members WHERE id = ?", [(id,) for id in changes.removed]
                 )
-            elif room.next_id != self._saved_next_id:
+            if changes.members:
+                connection.executemany(
+                    _SAVE_MEMBER,
+                    [(m.id, *m.source[:2], m.name, m.position, m.dropped, m.last_seen) for m in changes.members],
+                )
+            if changes.lines:
+                connection.executemany("INSERT INTO lines VALUES (?, ?, ?)", changes.lines)
+            if changes.first != self._saved_first:
+                connection.execute("DELETE FROM lines WHERE sequence < ?", (changes.first,))
+            if checkpoint:
+                connection.execute(
+                    "UPDATE room SET next_id = ?, saved_at = ?", (changes.next_id, now)
+                )
+            elif changes.next_id != self._saved_next_id:
                 # Member numbers are never given out twice, crash or not.
-                connection.execute("UPDATE room SET next_id = ?", (room.next_id,))
+                connection.execute("UPDATE room SET next_id = ?", (changes.next_id,))
             connection.execute("COMMIT")
         except BaseException:
-            connection.execute("ROLLBACK")
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            self._unsaved = changes
             raise
-        dirty.clear()
-        self._saved_end = log.end
-        self._saved_first = first
-        self._saved_next_id = room.next_id
-
-    def save_idle_times(self, room, now):
-        """
-        Save every member's idle timer (between commits they are saved only
-        for the members whose state changed), then commit the rest.
-        """
-        for member in room.all_members():
-            room.dirty.setdefault(member.id, member)
-        self.commit(room, now, everything=True)
+        self._unsaved = None
+        self._saved_first = changes.first
+        self._saved_next_id = changes.next_id
 
     def close(self):
         """Close the file; L{open} may open it again."""
         if self._connection is not None:
             self._connection.close()
             self._connection = None
-
-
-def _member_row(member):
-    host, port = member.source[:2]
-    return (
-        member.id,
-        host,
-        port,
-        member.name,
-        member.position,
-        member.own_forgotten,
-        member.dropped,
-        member.last_seen,
-    )

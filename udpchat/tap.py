@@ -12,6 +12,7 @@ the tests read it.
 
 import ipaddress
 
+from twisted.application.service import MultiService
 from twisted.logger import LogLevel
 from twisted.python import usage
 
@@ -24,7 +25,7 @@ from udpchat.room import (
     DEFAULT_MAX_REPLY_BYTES,
     Room,
 )
-from udpchat.server import ChatServerProtocol, ChatService
+from udpchat.server import ChatServerProtocol, ChatService, periodic_services
 
 DEFAULT_PORT = 12345
 DEFAULT_MAX_MEMBERS_PER_PREFIX = 100
@@ -331,6 +332,9 @@ def makeService(config, reactor=None):
     """
     if reactor is None:
         from twisted.internet import reactor
+    state = None
+    if config["state"] is not None:
+        state = store.Store(config["state"], synchronous=config["state-sync"])
     limiter = limits.Limiter(
         limits.Classifier(config["exempt"]),
         requests=limits.TokenBuckets(config["request-rate"], config["request-burst"]),
@@ -344,11 +348,14 @@ def makeService(config, reactor=None):
         idle_timeout=config["idle-timeout"],
         group_of=limiter.group_of,
         max_members_per_group=config["max-members-per-prefix"],
+        track_state=state is not None,
     )
-    state = None
-    if config["state"] is not None:
-        state = store.Store(config["state"], synchronous=config["state-sync"])
     protocol = ChatServerProtocol(
         room, reactor, log_level=config["log-level"], limiter=limiter, store=state
     )
-    return ChatService(config["socket"], protocol, reactor)
+    # The chat service first: it opens the store the timers write to.
+    top = MultiService()
+    ChatService(config["socket"], protocol, reactor).setServiceParent(top)
+    for timer in periodic_services(protocol, reactor):
+        timer.setServiceParent(top)
+    return top
