@@ -8,6 +8,7 @@ sleeps, and ends only the processes it started, by their PID.
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,12 +18,14 @@ import threading
 import time
 from pathlib import Path
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 BIN = Path(sys.executable).parent
 TWISTD = str(BIN / "twistd")
 DEADLINE = 10.0  # seconds to wait for anything that should happen at once
 LISTENING = re.compile(r"udpchat listening on UDP (\S+) port (\d+)")
+NOBODY = "65534"
+SETPRIV = shutil.which("setpriv")  # util-linux
 
 
 def wait_for(predicate, timeout=DEADLINE, interval=0.02):
@@ -121,12 +124,16 @@ class Server:
     def address(self, host="127.0.0.1"):
         return (host, self.port)
 
-    def stop(self):
-        """SIGTERM the server, wait for it, and return its exit code."""
+    def stop(self, timeout=DEADLINE):
+        """
+        SIGTERM the server, wait for it, and return its exit code: if it has
+        not exited within C{timeout} seconds, it is killed, and the code
+        says so (C{-SIGKILL}).
+        """
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
-            code = self.process.wait(DEADLINE)
+            code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             code = self.process.wait(DEADLINE)
@@ -250,6 +257,25 @@ def free_port(family=socket.AF_INET, host="127.0.0.1"):
         return probe.getsockname()[1]
 
 
+def as_nobody(argv=()):
+    """
+    C{argv} run by setpriv as user and group 65534, with no supplementary
+    groups; without C{argv}, the prefix that does so.
+    """
+    return [SETPRIV, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv]
+
+
+def require_root(why):
+    """
+    Skip the test, saying C{why} it needs root, unless it runs as root with
+    setpriv at hand (CI and the development machines do).
+    """
+    if os.geteuid() != 0:
+        raise SkipTest(f"needs root: {why}")
+    if SETPRIV is None:
+        raise SkipTest(f"needs setpriv (util-linux): {why}")
+
+
 def environment(**changes):
     """A copy of os.environ with C{changes} applied."""
     env = dict(os.environ)
@@ -291,14 +317,31 @@ class ProcessTestCase(SynchronousTestCase):
 
     def refused(self, *options, argv_prefix=()):
         """
-        Start C{twistd udpchat} with C{options}, which it must refuse with
-        a non-zero exit and no traceback; return its output.
+        Start C{twistd udpchat} on loopback with C{options} (after
+        C{argv_prefix}, such as L{as_nobody}'s), which it must refuse with a
+        non-zero exit and no traceback; return its output.
         """
+        return self._refusal(options, argv_prefix)[1]
+
+    def usage_error(self, *options, argv_prefix=()):
+        """
+        Like L{refused}, but the refusal must be a usage error as README.rst
+        describes it: exit status 1 and a last line C{twistd -n: REASON}.
+        Return C{REASON}.
+        """
+        code, output = self._refusal(options, argv_prefix)
+        self.assertEqual(code, 1, output)
+        last = [line for line in output.splitlines() if line.strip()][-1]
+        prefix = f"{TWISTD} -n: "
+        self.assertTrue(last.startswith(prefix), output)
+        return last[len(prefix) :]
+
+    def _refusal(self, options, argv_prefix):
         result = run_isolated(
             [*argv_prefix, TWISTD, "-n", "--pidfile=", "udpchat", "--port", "0",
              "--interface", "127.0.0.1", *options]
         )
-        output = (result.stdout + result.stderr).decode()
+        output = (result.stdout + result.stderr).decode("utf-8", "replace")
         self.assertNotEqual(result.returncode, 0, output)
         self.assertNotIn("Traceback", output)
-        return output
+        return result.returncode, output

@@ -3,19 +3,47 @@ The package as users get it: the wheel's contents, the plugin as twistd
 finds it once installed, and the README commands that CI relies on.
 """
 
+import functools
+import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
-from tests.harness import TWISTD, run_isolated
 from twisted.trial.unittest import SynchronousTestCase
+
+from tests.harness import TWISTD, run_isolated
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_COMMAND = (
     "python3 -m venv venv && venv/bin/pip install '.[test]' && venv/bin/python -m pytest"
 )
+
+
+@functools.cache
+def wheel_names():
+    """
+    The names in a wheel built from a copy of the checkout, once per test
+    run: a copy, so that no build/ left in the checkout (by an earlier
+    build, or one running beside it) adds or hides anything.
+    """
+    litter = shutil.ignore_patterns(
+        ".git", "build", "dist", "*.egg-info", "__pycache__", "_trial_temp*", "*venv", ".*cache",
+        ".hypothesis", "dropin.cache",
+    )
+    with tempfile.TemporaryDirectory() as directory:
+        source, out = Path(directory) / "source", Path(directory) / "wheel"
+        shutil.copytree(ROOT, source, symlinks=True, ignore=litter)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(source)],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        [wheel] = out.glob("udpchat-*.whl")
+        with zipfile.ZipFile(wheel) as archive:
+            return frozenset(archive.namelist())
 
 
 class WheelTests(SynchronousTestCase):
@@ -24,22 +52,8 @@ class WheelTests(SynchronousTestCase):
     would shadow Twisted's own packages.
     """
 
-    @classmethod
-    def setUpClass(cls):
-        cls._directory = tempfile.TemporaryDirectory()
-        subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", cls._directory.name, str(ROOT)],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-        [wheel] = Path(cls._directory.name).glob("udpchat-*.whl")
-        with zipfile.ZipFile(wheel) as archive:
-            cls.names = set(archive.namelist())
-
-    @classmethod
-    def tearDownClass(cls):
-        cls._directory.cleanup()
+    def setUp(self):
+        self.names = wheel_names()
 
     def test_wheel_ships_the_plugin_file(self):
         """The wheel holds twisted/plugins/udpchat_plugin.py."""
