@@ -28,7 +28,6 @@ from udpchat.server import ChatServerProtocol, ChatService
 from udpchat.tap import NUMBERS, OptionBound, Options, makeService
 
 LOOPBACK = ["--interface", "127.0.0.1", "--port", "0"]
-ILLEGAL = b"Illegal message"
 README = Path(__file__).resolve().parent.parent / "README.rst"
 # Values no whole-number option takes, whatever its range.
 JUNK = ("", "1.5", "-1", "+5", " 5", "5 ", "ten", "1e3", "0x10", "\u0665", "9" * 5000)
