@@ -2,8 +2,10 @@
 Tests for L{udpchat.wire}: datagrams to requests, and the bytes sent back.
 """
 
+import ast
 import re
 import unicodedata
+from dataclasses import fields
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -615,10 +617,11 @@ class MemberListTests(SynchronousTestCase):
 class EncodeRequestTests(SynchronousTestCase):
     """
     L{wire.encode_request} writes the datagram that L{wire.parse_request}
-    reads back as the same request.
+    reads back as the same request, both from one table of codes.
     """
 
     def test_round_trip(self):
+        """Every request encodes to a datagram that parses back to it."""
         for request in (
             wire.Join("Alice"),
             wire.Say("  indented\ttext"),
@@ -630,8 +633,181 @@ class EncodeRequestTests(SynchronousTestCase):
             self.assertEqual(wire.parse_request(datagram), request)
 
     def test_codes(self):
+        """Requests 1 to 5 are Join, Say, Rename, Leave and Fetch, as README states."""
         self.assertEqual(wire.encode_request(wire.Join("Al")), b"1 Al")
         self.assertEqual(wire.encode_request(wire.Say("hé")), "2 hé".encode())
         self.assertEqual(wire.encode_request(wire.Rename("B")), b"3 B")
         self.assertEqual(wire.encode_request(wire.LEAVE), b"4")
         self.assertEqual(wire.encode_request(wire.FETCH), b"5")
+
+    def test_every_row_of_the_table_encodes_and_parses(self):
+        """Each code of REQUEST_CODES encodes its request, and parses back to it."""
+        for code, kind, argument in wire.REQUEST_CODES:
+            request = kind("Bo") if argument else kind()
+            datagram = code + b" Bo" if argument else code
+            self.assertEqual(
+                (wire.encode_request(request), wire.parse_request(datagram)),
+                (datagram, request),
+            )
+
+    def test_table_names_the_field_that_holds_the_argument(self):
+        """A request's argument, in the table, is its one field; none for a request without."""
+        self.assertEqual(
+            [[field.name for field in fields(kind)] for _, kind, _ in wire.REQUEST_CODES],
+            [[argument] if argument else [] for _, _, argument in wire.REQUEST_CODES],
+        )
+
+    def test_codes_are_spelled_once(self):
+        """In wire.py each request code is one bytes literal, in the table."""
+        with open(wire.__file__, encoding="utf-8") as source:
+            tree = ast.parse(source.read())
+        literals = [
+            node.value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and node.value in (b"1", b"2", b"3", b"4", b"5")
+        ]
+        self.assertEqual(sorted(literals), [b"1", b"2", b"3", b"4", b"5"])
+
+    def test_judged_returns_the_datagram_of_a_legal_request(self):
+        """L{wire.judged} encodes what the parser accepts."""
+        self.assertEqual(
+            [wire.judged(wire.Say("hé")), wire.judged(wire.Join("Bo")), wire.judged(wire.FETCH)],
+            ["2 hé".encode(), b"1 Bo", b"5"],
+        )
+
+    def test_judged_refuses_with_the_parser_reason(self):
+        """L{wire.judged} raises what the parser would; a lone surrogate is not UTF-8."""
+        reasons = []
+        for request in (wire.Say(" "), wire.Rename("a,b"), wire.Join("Bo\udcff")):
+            with self.assertRaises(IllegalMessage) as raised:
+                wire.judged(request)
+            reasons.append(raised.exception.reason)
+        self.assertEqual(
+            reasons, [wire.BLANK_TEXT, wire.FORBIDDEN_CHARACTER_IN_NAME, wire.NOT_UTF8]
+        )
+
+
+class ReasonTests(SynchronousTestCase):
+    """
+    Every refusal carries its reason as a named constant of L{wire}.
+    """
+
+    def reason(self, datagram):
+        with self.assertRaises(IllegalMessage) as raised:
+            parse_request(datagram)
+        return raised.exception.reason
+
+    def test_each_refusal_of_the_parser_has_its_reason(self):
+        """Each rule the parser applies refuses with its own constant."""
+        cases = {
+            b"2 " + b"x" * 1027: wire.DATAGRAM_TOO_LONG,
+            b"": wire.MALFORMED,
+            b"5 ": wire.MALFORMED,
+            b"1Bo": wire.MALFORMED,
+            b"6 x": wire.UNKNOWN_CODE,
+            b"4 x": wire.UNKNOWN_CODE,
+            b"1 \xff": wire.NOT_UTF8,
+            b"2 \xff": wire.NOT_UTF8,
+            b"1 " + b"a" * 33: wire.NAME_LENGTH,
+            b"1  Bo": wire.PADDED_NAME,
+            b"3 and 5 more": wire.RESERVED_NAME,
+            b"3 a,b": wire.FORBIDDEN_CHARACTER_IN_NAME,
+            b"2 " + b"x" * 1025: wire.TEXT_TOO_LONG,
+            b"2  \t": wire.BLANK_TEXT,
+            b"2 a\x1b": wire.FORBIDDEN_CHARACTER_IN_TEXT,
+        }
+        self.assertEqual({datagram: self.reason(datagram) for datagram in cases}, cases)
+
+    def test_reasons_keep_their_strings(self):
+        """The constants are the strings the wire and the room have always raised."""
+        self.assertEqual(
+            [
+                wire.DATAGRAM_TOO_LONG, wire.MALFORMED, wire.UNKNOWN_CODE, wire.NOT_UTF8,
+                wire.NAME_LENGTH, wire.PADDED_NAME, wire.RESERVED_NAME,
+                wire.FORBIDDEN_CHARACTER_IN_NAME, wire.TEXT_TOO_LONG, wire.BLANK_TEXT,
+                wire.FORBIDDEN_CHARACTER_IN_TEXT, wire.NOT_A_MEMBER, wire.ALREADY_A_MEMBER,
+                wire.NAME_TAKEN, wire.ROOM_FULL, wire.GROUP_FULL,
+            ],
+            [
+                "too long", "malformed request", "unknown code", "not UTF-8",
+                "name length", "name padded with whitespace", "reserved name",
+                "forbidden character in name", "text too long", "blank text",
+                "forbidden character in text", "not a member", "already a member",
+                "name taken", "room full", "group full",
+            ],
+        )
+
+    def test_illegal_message_is_made_from_its_reason(self):
+        """C{IllegalMessage(reason)} carries C{reason}, and reads as it."""
+        error = IllegalMessage(wire.NOT_A_MEMBER)
+        self.assertEqual((error.reason, str(error)), ("not a member", "not a member"))
+
+
+_plain_names = st.text(_chars, min_size=1, max_size=32).filter(
+    lambda name: spec_name_ok(name) and ": " not in name
+)
+
+
+class ReadingTests(SynchronousTestCase):
+    """
+    What a client reads: the server's bytes as text, and the forms of its lines.
+    """
+
+    def test_decode_is_strict(self):
+        """L{wire.decode} gives the text of UTF-8, and refuses anything else as not UTF-8."""
+        self.assertEqual(wire.decode("café".encode()), "café")
+        with self.assertRaises(IllegalMessage) as raised:
+            wire.decode(b"caf\xe9")
+        self.assertEqual(raised.exception.reason, wire.NOT_UTF8)
+
+    def test_readable_replaces_what_is_not_utf8(self):
+        """L{wire.readable} shows any bytes, what is not UTF-8 as U+FFFD."""
+        self.assertEqual(wire.readable(b"caf\xe9 \xc3\xa9"), "caf\ufffd \xe9")
+
+    def test_reply_lines(self):
+        """A reply to 5 is its lines, as text; the empty reply holds none."""
+        self.assertEqual(
+            [wire.reply_lines(b""), wire.reply_lines(b"Bo: a\nBo: \xff")],
+            [[], ["Bo: a", "Bo: \ufffd"]],
+        )
+
+    def test_line_kinds(self):
+        """Joins, leaves and renames are events, drop notices notices, the rest chat lines."""
+        lines = {
+            "Bo has joined": wire.EVENT_LINE,
+            "Bo has left the group": wire.EVENT_LINE,
+            "Bo changed his name to Bob": wire.EVENT_LINE,
+            "[1 line dropped]": wire.DROPPED_NOTICE,
+            "[12 lines dropped]": wire.DROPPED_NOTICE,
+            "Bo: hi": wire.CHAT_LINE,
+            "Bo: Cy has joined": wire.CHAT_LINE,
+            "Bo: x has left the group": wire.CHAT_LINE,
+            "[lines dropped]": wire.CHAT_LINE,
+            "has joined": wire.CHAT_LINE,
+        }
+        self.assertEqual({line: wire.line_kind(line) for line in lines}, lines)
+
+    def test_join_of_a_name_holding_colon_space_reads_as_a_chat_line(self):
+        """The one ambiguity: a join of C{a: b} has a chat line's form, and is taken for one."""
+        self.assertEqual(wire.line_kind(wire.readable(wire.joined("a: b"))), wire.CHAT_LINE)
+
+    @PROPERTY
+    @given(
+        st.lists(_plain_names, min_size=2, max_size=2),
+        st.text(_chars, min_size=1, max_size=100).filter(spec_text_ok),
+        st.integers(1, 10**6),
+    )
+    def test_kind_of_every_line_the_server_builds(self, names, text, count):
+        """Each line builder's output reads as its kind, for any legal name without ": "."""
+        name, other = names
+        lines = [
+            wire.said(other, text),
+            wire.joined(name),
+            wire.renamed(name, other),
+            wire.left(name),
+            wire.dropped(count),
+        ]
+        self.assertEqual(
+            [wire.line_kind(line) for line in wire.reply_lines(wire.LINE_SEPARATOR.join(lines))],
+            [wire.CHAT_LINE] + [wire.EVENT_LINE] * 3 + [wire.DROPPED_NOTICE],
+        )

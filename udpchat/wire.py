@@ -1,9 +1,15 @@
 """
 The udpchat wire format: datagrams in, request objects out, reply bytes back.
 
-This module is the only place where bytes become text and text becomes bytes,
-and the only place that knows the numeric request codes.  No I/O here, and no
-knowledge of rooms or members: L{udpchat.room} decides what a request means.
+This module is the only place where the protocol's bytes become text and
+text becomes bytes, and the only place that knows the numeric request codes:
+one table, L{REQUEST_CODES}, read by L{parse_request} and L{encode_request}.  It
+also names every reason a request is refused (L{IllegalMessage.reason}), and
+tells the forms of the lines a server sends apart (L{line_kind}), so that a
+client's explanations key on constants, never on message strings.  Both wings
+use it: the server's L{udpchat.room} and the client's L{udpchat.session} and
+L{udpchat.console}.  No I/O here, and no knowledge of rooms or members:
+L{udpchat.room} decides what a request means.
 
 The protocol reference (for people writing clients) is in README.rst; the
 limits it states are the constants below.
@@ -38,7 +44,73 @@ EMPTY = b""
 class IllegalMessage(Exception):
     """
     A request that the protocol refuses; the reply to it is L{ILLEGAL}.
+
+    Raised as C{IllegalMessage(reason)}, C{reason} one of the constants
+    below: the reply never says why, but a client explains it and tests
+    check it.
     """
+
+    @property
+    def reason(self):
+        """Why the request is refused: L{NAME_TAKEN}, L{BLANK_TEXT}..."""
+        # A property, not an __init__: the server raises these on its hot
+        # path, and a Python-level constructor would cost every raise.
+        return self.args[0] if self.args else None
+
+
+# Why a request is refused, as IllegalMessage.reason.  Modules compare these
+# constants; the strings are for logs and tracebacks.
+
+DATAGRAM_TOO_LONG = "too long"
+"""Longer than L{MAX_DATAGRAM_BYTES}: refused whole, never cut to size."""
+
+MALFORMED = "malformed request"
+"""Not C{CODE} or C{CODE SP ARG} with a non-empty argument."""
+
+UNKNOWN_CODE = "unknown code"
+"""C{CODE SP ARG} with a code that takes no argument, or is no code."""
+
+NOT_UTF8 = "not UTF-8"
+"""An argument that is not strict UTF-8."""
+
+NAME_LENGTH = "name length"
+"""A name of 0, or more than L{MAX_NAME_CHARS}, code points."""
+
+PADDED_NAME = "name padded with whitespace"
+"""A name that begins or ends with whitespace."""
+
+RESERVED_NAME = "reserved name"
+"""C{Illegal message}, or C{and N more}: replies use those forms."""
+
+FORBIDDEN_CHARACTER_IN_NAME = "forbidden character in name"
+"""A comma, a control or format character, or a line or paragraph separator."""
+
+TEXT_TOO_LONG = "text too long"
+"""A text of more than L{MAX_TEXT_BYTES} bytes of UTF-8."""
+
+BLANK_TEXT = "blank text"
+"""A text of whitespace only."""
+
+FORBIDDEN_CHARACTER_IN_TEXT = "forbidden character in text"
+"""A control character other than TAB, or a line or paragraph separator."""
+
+# The room's reasons: L{udpchat.room} raises them, for what only the state of
+# the room can tell.
+
+NOT_A_MEMBER = "not a member"
+"""A request other than C{1} from an address that is no member."""
+
+ALREADY_A_MEMBER = "already a member"
+"""C{1} from an address that is a member."""
+
+NAME_TAKEN = "name taken"
+"""C{1} or C{3} with a name that a member has (the sender included)."""
+
+ROOM_FULL = "room full"
+"""C{1} when the room holds as many members as it may."""
+
+GROUP_FULL = "group full"
+"""C{1} when the sender's group of addresses has its share of the room."""
 
 
 # Requests are values, made once per datagram: slotted dataclasses, not
@@ -79,8 +151,28 @@ class Fetch:
 LEAVE = Leave()
 FETCH = Fetch()
 
-# Bytes as the parser sees them, one integer each.
-_SPACE, _JOIN, _SAY, _RENAME = b" 123"
+REQUEST_CODES = (
+    (b"1", Join, "name"),
+    (b"2", Say, "text"),
+    (b"3", Rename, "name"),
+    (b"4", Leave, None),
+    (b"5", Fetch, None),
+)
+"""
+The request codes, the one place they are spelled: C{(code, request class,
+argument)}, the argument being the name of the request's field that holds
+it, or None for a request that takes none.  L{parse_request} and
+L{encode_request} both derive what they need from this table.
+"""
+
+# What the two derive, at import time.  The parser's hot path (100,000
+# requests a second and more) compares its bytes with these constants, as
+# fast as literals would be; a dictionary lookup per request would cost more.
+# Codes with an argument are bytes as the parser sees them: one integer each.
+_ENCODING = {request: (code, argument) for code, request, argument in REQUEST_CODES}
+_FETCH, _LEAVE = _ENCODING[Fetch][0], _ENCODING[Leave][0]
+_JOIN, _SAY, _RENAME = (_ENCODING[request][0][0] for request in (Join, Say, Rename))
+_SPACE = ord(" ")
 
 _RESERVED_NAME = re.compile(r"and \d+ more\Z")
 
@@ -104,17 +196,17 @@ def _check_name(name):
     Uniqueness is the room's business, not the wire's.
     """
     if not 1 <= len(name) <= MAX_NAME_CHARS:
-        raise IllegalMessage("name length")
+        raise IllegalMessage(NAME_LENGTH)
     if name[0].isspace() or name[-1].isspace():
-        raise IllegalMessage("name padded with whitespace")
+        raise IllegalMessage(PADDED_NAME)
     if name == "Illegal message" or _RESERVED_NAME.match(name):
-        raise IllegalMessage("reserved name")
+        raise IllegalMessage(RESERVED_NAME)
     for char in name:
         if (
             char in _FORBIDDEN_CHARS_IN_NAME
             or unicodedata.category(char) in _FORBIDDEN_CATEGORIES_IN_NAME
         ):
-            raise IllegalMessage("forbidden character in name")
+            raise IllegalMessage(FORBIDDEN_CHARACTER_IN_NAME)
     return name
 
 
@@ -128,63 +220,93 @@ def parse_request(datagram):
     @raise IllegalMessage: for anything the protocol does not allow.
     """
     if len(datagram) > MAX_DATAGRAM_BYTES:
-        raise IllegalMessage("too long")
+        raise IllegalMessage(DATAGRAM_TOO_LONG)
     if datagram.endswith(b"\n"):
         datagram = datagram[:-2] if datagram.endswith(b"\r\n") else datagram[:-1]
     if len(datagram) < 3:
-        if datagram == b"5":
+        if datagram == _FETCH:
             return FETCH
-        if datagram == b"4":
+        if datagram == _LEAVE:
             return LEAVE
-        raise IllegalMessage("malformed request")
-    # Every other legal request is "C ARG" with C one ASCII digit 1-3 and a
+        raise IllegalMessage(MALFORMED)
+    # Every other legal request is "C ARG" with C one ASCII digit and a
     # non-empty ARG.  Checking the bytes first keeps int() and its liberal
     # idea of a digit (" 5", "+5", Arabic-Indic digits) out of the parser.
     if datagram[1] != _SPACE:
-        raise IllegalMessage("malformed request")
+        raise IllegalMessage(MALFORMED)
     code = datagram[0]
     argument = datagram[2:]
     if code == _SAY:
         # The most common request, checked inline: a text is not blank and
         # holds nothing in _FORBIDDEN_IN_TEXT.
         if len(argument) > MAX_TEXT_BYTES:
-            raise IllegalMessage("text too long")
+            raise IllegalMessage(TEXT_TOO_LONG)
         try:
             text = argument.decode("utf-8")
         except UnicodeDecodeError:
-            raise IllegalMessage("not UTF-8") from None
+            raise IllegalMessage(NOT_UTF8) from None
         if text.isspace():
-            raise IllegalMessage("blank text")
+            raise IllegalMessage(BLANK_TEXT)
         if _FORBIDDEN_IN_TEXT.search(text):
-            raise IllegalMessage("forbidden character in text")
+            raise IllegalMessage(FORBIDDEN_CHARACTER_IN_TEXT)
         return Say(text)
     if code == _JOIN:
-        return Join(_check_name(_decode(argument)))
+        return Join(_check_name(decode(argument)))
     if code == _RENAME:
-        return Rename(_check_name(_decode(argument)))
-    raise IllegalMessage("unknown code")
-
-
-_CODES = {Join: b"1", Say: b"2", Rename: b"3", Leave: b"4", Fetch: b"5"}
+        return Rename(_check_name(decode(argument)))
+    raise IllegalMessage(UNKNOWN_CODE)
 
 
 def encode_request(request):
     """
     The datagram that carries C{request} (for clients): C{b"1 Alice"},
-    C{b"4"}.  The argument is not checked; L{parse_request} is the judge.
+    C{b"4"}.  The argument is not checked; L{parse_request} is the judge
+    (L{judged} asks it).
+
+    @raise UnicodeEncodeError: for an argument that no UTF-8 can carry (a
+        lone surrogate, as C{sys.argv} holds for bytes that are not UTF-8).
     """
-    code = _CODES[type(request)]
-    argument = getattr(request, "name", getattr(request, "text", None))
+    code, argument = _ENCODING[request.__class__]
     if argument is None:
         return code
-    return code + b" " + argument.encode()
+    return code + b" " + getattr(request, argument).encode()
 
 
-def _decode(argument):
+def judged(request):
+    """
+    The datagram that carries C{request}, once L{parse_request} has accepted
+    it: a client's way to refuse locally what the server would refuse.
+
+    @raise IllegalMessage: with the reason the server would have, or
+        L{NOT_UTF8} for an argument that cannot be encoded at all.
+    """
     try:
-        return argument.decode("utf-8")
+        datagram = encode_request(request)
+    except UnicodeEncodeError:
+        raise IllegalMessage(NOT_UTF8) from None
+    parse_request(datagram)
+    return datagram
+
+
+def decode(data):
+    """
+    C{data} (bytes of the protocol) as text.
+
+    @raise IllegalMessage: with L{NOT_UTF8} unless it is strict UTF-8.
+    """
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise IllegalMessage("not UTF-8") from None
+        raise IllegalMessage(NOT_UTF8) from None
+
+
+def readable(data):
+    """
+    C{data} (bytes from a server or a user) as text to show, whatever it
+    holds: what is not UTF-8 becomes U+FFFD, since a hostile peer may send
+    anything.
+    """
+    return data.decode("utf-8", "replace")
 
 
 # The lines queued for members.  A line is encoded once, when it is queued,
@@ -254,3 +376,44 @@ def member_list(names, total, max_bytes):
         size -= len(dropped) + (2 if shown else 0)
     shown.append(tail)
     return b", ".join(shown)
+
+
+# Reading what a server sends (for clients).
+
+CHAT_LINE = "chat"
+"""A line that L{said} queues: C{Name: Text}."""
+
+EVENT_LINE = "event"
+"""A line that L{joined}, L{renamed} or L{left} queues."""
+
+DROPPED_NOTICE = "dropped"
+"""The notice that L{dropped} builds."""
+
+_DROPPED = re.compile(r"\[\d+ lines? dropped\]\Z")
+_EVENT = re.compile(r".+ (?:has joined|has left the group|changed his name to .+)\Z", re.DOTALL)
+
+
+def reply_lines(reply):
+    """
+    The lines of a reply to C{5} (bytes), as text to show (L{readable});
+    none for the empty reply.
+    """
+    return readable(reply).split("\n") if reply else []
+
+
+def line_kind(line):
+    """
+    Which of the server's forms the line C{line} (text) has: L{DROPPED_NOTICE},
+    L{EVENT_LINE} or L{CHAT_LINE}, the forms of L{dropped}, of L{joined},
+    L{renamed} and L{left}, and of L{said}.
+
+    The lines carry no type, so this goes by their form: an event never
+    holds C{": "} unless a name does, and a chat line always does.  The
+    join of a name that holds C{": "} is then taken for a chat line: better
+    than a chat line taken for an event.
+    """
+    if _DROPPED.match(line):
+        return DROPPED_NOTICE
+    if ": " not in line and _EVENT.match(line):
+        return EVENT_LINE
+    return CHAT_LINE
