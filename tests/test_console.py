@@ -28,7 +28,7 @@ from twisted.internet.testing import FakeDatagramTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from udpchat import console, wire
-from udpchat.client import ChatClient
+from udpchat.session import ChatClient
 
 UP = "\x1b[A"
 LEFT = "\x1b[D"
@@ -452,8 +452,8 @@ class ConsoleUnitTests(SynchronousTestCase):
             "[12 lines dropped]",
         ]
         plain = ["Bo: hi", "Bo: Cy has joined", "Bo: x has left the group", "[lines dropped]"]
-        self.assertEqual([console.line_kind(line) for line in events], [console.EVENT] * 5)
-        self.assertEqual([console.line_kind(line) for line in plain], [console.PLAIN] * 4)
+        self.assertEqual([wire.line_kind(line) != wire.CHAT_LINE for line in events], [True] * 5)
+        self.assertEqual([wire.line_kind(line) for line in plain], [wire.CHAT_LINE] * 4)
 
     def test_member_list_reads_as_a_sentence(self):
         """The reply to the join is shown as who is in the group, "and N more" included."""
@@ -468,9 +468,9 @@ class ConsoleUnitTests(SynchronousTestCase):
 
     def test_judged_uses_the_wire(self):
         """A legal request is encoded; an illegal one raises with an explanation."""
-        self.assertEqual(console.judged(wire.Say("hé")), "2 hé".encode())
+        self.assertEqual(wire.judged(wire.Say("hé")), "2 hé".encode())
         with self.assertRaises(wire.IllegalMessage) as raised:
-            console.judged(wire.Say("x" * 1025))
+            wire.judged(wire.Say("x" * 1025))
         self.assertEqual(
             console.explain(raised.exception, "x" * 1025),
             "a message holds at most 1024 bytes of UTF-8 (this one has 1025)",
@@ -482,20 +482,20 @@ class ConsoleUnitTests(SynchronousTestCase):
         refused += [wire.Rename(name) for name in ("a,b", " a", "Illegal message", "x" * 33)]
         for request in refused:
             with self.assertRaises(wire.IllegalMessage) as raised:
-                console.judged(request)
+                wire.judged(request)
             self.assertNotEqual(console.explain(raised.exception), str(raised.exception))
 
     def test_window_keeps_the_cursor_in_view(self):
         """The input line scrolls sideways only as far as the cursor needs."""
         chars = list("abcdefghij")
-        self.assertEqual(console._window(chars, 10, 0, 4), (6, "ghij", 4))
-        self.assertEqual(console._window(chars, 7, 6, 4), (6, "ghij", 1))
-        self.assertEqual(console._window(chars, 2, 6, 4), (2, "cdef", 0))
-        self.assertEqual(console._window(chars, 3, 0, 20), (0, "abcdefghij", 3))
+        self.assertEqual(console.input_window(chars, 10, 0, 4), (6, "ghij", 4))
+        self.assertEqual(console.input_window(chars, 7, 6, 4), (6, "ghij", 1))
+        self.assertEqual(console.input_window(chars, 2, 6, 4), (2, "cdef", 0))
+        self.assertEqual(console.input_window(chars, 3, 0, 20), (0, "abcdefghij", 3))
 
     def test_wide_characters_take_two_columns(self):
         """East Asian wide characters count twice, combining marks not at all."""
-        self.assertEqual(console._columns("a中e\u0301"), 4)
+        self.assertEqual(console.columns("a中e\u0301"), 4)
 
 
 SERVER = ("127.0.0.1", 12345)
@@ -584,8 +584,7 @@ class ChatSessionTests(SynchronousTestCase):
         """Without a terminal, a join with no reply ends the session, status 1."""
         session = self.session()
         self.clock.advance(2)
-        self.successResultOf(session.closed)
-        self.assertEqual(session.status, 1)
+        self.assertEqual(self.successResultOf(session.closed), 1)
         self.assertIn(
             ("could not join: no reply from the server", console.PROBLEM), self.screen.said
         )

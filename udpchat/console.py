@@ -8,9 +8,14 @@ typed: Twisted's conch line editor (L{HistoricRecvLine}, history included)
 under L{ServerProtocol} on L{StandardIO}.  Elsewhere it reads and writes
 plain lines, with no terminal control codes, for scripts.
 
-This module sits on top of L{udpchat.client} and knows requests only
-through L{udpchat.wire}, which judges them for the client as for the
-server: a line the protocol refuses is explained here and never sent.
+This module sits on top of L{udpchat.session} (the protocol, leaving, the
+exit status) and L{udpchat.raw} (stdin cut into lines), and is imported
+only by L{udpchat.client}, when C{--name} asks for it: it alone loads
+Twisted's conch.  It knows requests and the server's lines only through
+L{udpchat.wire}, which judges requests for the client as for the server (a
+line the protocol refuses is explained here, by the reason's constant, and
+never sent) and decodes what the server sends.  The bytes and text here are
+the terminal's: keys in, screen writes out.
 """
 
 import codecs
@@ -26,7 +31,8 @@ from twisted.conch.recvline import HistoricRecvLine
 from twisted.internet import fdesc, stdio
 
 from udpchat import wire
-from udpchat.client import NO_REPLY, Occasion, Session, StdioLines, complain
+from udpchat.raw import StdioLines
+from udpchat.session import Occasion, Session, complain
 
 PLAIN = "plain"
 """A chat line, or anything else shown as it is."""
@@ -46,42 +52,31 @@ Every line you type is sent to the group.  Commands:
   /help       this text
 Begin a message with // to send one that begins with /."""
 
-_DROPPED = re.compile(r"\[\d+ lines? dropped\]\Z")
-_EVENT = re.compile(r".+ (?:has joined|has left the group|changed his name to .+)\Z", re.DOTALL)
+# How the server's lines are shown, by their form.
+_SHOWN_AS = {wire.CHAT_LINE: PLAIN, wire.EVENT_LINE: EVENT, wire.DROPPED_NOTICE: EVENT}
 
 # Control characters (Cc) but TAB: legal lines never hold them, and a
 # terminal would obey them.  One regular expression, as in wire.py.
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
-# What wire.IllegalMessage says, as a user would like to read it.
+# The reasons the wire gives (wire.IllegalMessage.reason) for refusing what
+# a user typed, as a user would like to read them.
+_TOO_LONG = f"a message holds at most {wire.MAX_TEXT_BYTES} bytes of UTF-8"
 _WHY = {
-    "name length": f"a name has 1 to {wire.MAX_NAME_CHARS} characters",
-    "name padded with whitespace": "a name cannot begin or end with a space",
-    "reserved name": "that name is reserved",
-    "forbidden character in name": (
+    wire.NAME_LENGTH: f"a name has 1 to {wire.MAX_NAME_CHARS} characters",
+    wire.PADDED_NAME: "a name cannot begin or end with a space",
+    wire.RESERVED_NAME: "that name is reserved",
+    wire.FORBIDDEN_CHARACTER_IN_NAME: (
         "a name cannot hold a comma, a control character or an invisible formatting one"
     ),
-    "blank text": "a message cannot be blank",
-    "forbidden character in text": (
+    wire.BLANK_TEXT: "a message cannot be blank",
+    wire.FORBIDDEN_CHARACTER_IN_TEXT: (
         "a message cannot hold control characters (a tab aside) or line separators"
     ),
-    "text too long": f"a message holds at most {wire.MAX_TEXT_BYTES} bytes of UTF-8",
-    "too long": f"a message holds at most {wire.MAX_TEXT_BYTES} bytes of UTF-8",
+    wire.TEXT_TOO_LONG: _TOO_LONG,
+    wire.DATAGRAM_TOO_LONG: _TOO_LONG,
+    wire.NOT_UTF8: "the line is not valid UTF-8",
 }
-
-
-def line_kind(line):
-    """
-    L{EVENT} for a join, leave or rename line, or a dropped-lines notice;
-    L{PLAIN} for a chat line, C{Name: Text}.
-
-    The server's lines carry no type, so this guesses from their form: an
-    event never holds C{": "} unless a name does.  A join of such a name is
-    then shown as a chat line: better than a chat line dimmed as an event.
-    """
-    if _DROPPED.match(line) or (": " not in line and _EVENT.match(line)):
-        return EVENT
-    return PLAIN
 
 
 def printable(text):
@@ -89,22 +84,13 @@ def printable(text):
     return _CONTROL.sub("\ufffd", text)
 
 
-def judged(request):
-    """
-    The datagram that carries C{request}, once L{wire.parse_request} has
-    accepted it.
-
-    @raise wire.IllegalMessage: when the server would refuse it.
-    """
-    datagram = wire.encode_request(request)
-    wire.parse_request(datagram)
-    return datagram
-
-
 def explain(error, text=""):
-    """Why the protocol refuses C{text}, from the L{wire.IllegalMessage}."""
-    why = _WHY.get(str(error), str(error))
-    if str(error) in ("text too long", "too long"):
+    """
+    Why the protocol refuses C{text}, from the L{wire.IllegalMessage} that
+    L{wire.judged} raised: a sentence, and the size of a text too long.
+    """
+    why = _WHY.get(error.reason, error.reason)
+    if error.reason in (wire.TEXT_TOO_LONG, wire.DATAGRAM_TOO_LONG):
         why += f" (this one has {len(text.encode())})"
     return why
 
@@ -122,10 +108,11 @@ class ChatSession(Session):
     @param terminal: whether to use the terminal's line editor; by default,
         when stdin and stdout are a terminal (not C{TERM=dumb}).
     @param environ: the environment (C{NO_COLOR}, C{TERM}).
+    @param complain: shows a problem on stderr (see L{Session}).
     """
 
-    def __init__(self, name, terminal=None, environ=os.environ):
-        Session.__init__(self)
+    def __init__(self, name, terminal=None, environ=os.environ, complain=complain):
+        Session.__init__(self, complain)
         self.name = name
         self._terminal = _on_terminal(environ) if terminal is None else terminal
         self._colour = not environ.get("NO_COLOR")
@@ -146,7 +133,7 @@ class ChatSession(Session):
         if self._terminal:
             screen = TerminalScreen.open(self, reactor, colour=self._colour)
         else:
-            screen = LineScreen(self)
+            screen = LineScreen(self, self._complain)
             stdio.StandardIO(screen, reactor=reactor)
         self.attach(client, screen)
 
@@ -157,17 +144,15 @@ class ChatSession(Session):
         @param screen: has C{say(text, kind)}, C{set_prompt(text)},
             C{set_input(text)} and C{close()}, like L{LineScreen}.
         """
-        self.client = client
-        self.io = screen
+        Session.attach(self, client, screen)
         self._join(self.name)
 
     # What the client and the input tell us.
 
     def show(self, reply):
         """Show the lines of a poll's reply as they came, events set apart."""
-        for line in reply.split(wire.LINE_SEPARATOR):
-            text = line.decode("utf-8", "replace")
-            self.io.say(text, line_kind(text))
+        for line in wire.reply_lines(reply):
+            self.io.say(line, _SHOWN_AS[wire.line_kind(line)])
 
     def warn(self, message):
         self.io.say(message, PROBLEM)
@@ -182,7 +167,7 @@ class ChatSession(Session):
             self._work()
 
     def line_refused(self, size):
-        self.io.say(f"not sent: the line is too long ({_WHY['text too long']})", PROBLEM)
+        self.io.say(f"not sent: the line is too long ({_TOO_LONG})", PROBLEM)
 
     def input_ended(self):
         self._input_over = True
@@ -244,16 +229,15 @@ class ChatSession(Session):
         else:
             self.io.say(why, PROBLEM)
             self._backlog.clear()
-            self.status = NO_REPLY
-            self.leave()
+            self.fail()
 
     def _name_typed(self, line):
-        text = line.decode("utf-8", "replace").strip()
+        text = wire.readable(line).strip()
         if text == "/quit":
             self.leave()
             return
         try:
-            judged(wire.Join(text))
+            wire.judged(wire.Join(text))
         except wire.IllegalMessage as e:
             self.io.say(f"not a valid name: {explain(e)}", PROBLEM)
             self.io.set_input(text)
@@ -274,9 +258,9 @@ class ChatSession(Session):
         if line.startswith(b"/raw "):
             return self._raw(line[len(b"/raw ") :])
         try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError:
-            self.io.say("not sent: the line is not valid UTF-8", PROBLEM)
+            text = wire.decode(line)
+        except wire.IllegalMessage as e:
+            self.io.say(f"not sent: {explain(e)}", PROBLEM)
             return
         if not text:
             return  # Enter on an empty line: nothing to say
@@ -296,7 +280,7 @@ class ChatSession(Session):
 
     def _say(self, text):
         try:
-            datagram = judged(wire.Say(text))
+            datagram = wire.judged(wire.Say(text))
         except wire.IllegalMessage as e:
             self.io.say(f"not sent: {explain(e, text)}", PROBLEM)
             return
@@ -327,7 +311,7 @@ class ChatSession(Session):
             self.io.say(f"you are already called {name!r}", PROBLEM)
             return
         try:
-            datagram = judged(wire.Rename(name))
+            datagram = wire.judged(wire.Rename(name))
         except wire.IllegalMessage as e:
             self.io.say(f"not a valid name: {explain(e)}", PROBLEM)
             return
@@ -376,8 +360,8 @@ class ChatSession(Session):
         if reply is None:
             self.io.say("no reply from the server to /raw", PROBLEM)
             return
-        for line in reply.split(wire.LINE_SEPARATOR) if reply else ():
-            self.io.say(line.decode("utf-8", "replace"), PLAIN)
+        for line in wire.reply_lines(reply):
+            self.io.say(line, PLAIN)
         if not reply:
             self.io.say("(empty reply)", EVENT)
         self._follow(datagram, reply)
@@ -414,7 +398,7 @@ def _refused(name):
 def _member_list(reply):
     if not reply:
         return "You are alone in the group"
-    return "In the group: " + reply.decode("utf-8", "replace")
+    return "In the group: " + wire.readable(reply)
 
 
 class LineScreen(StdioLines):
@@ -423,14 +407,15 @@ class LineScreen(StdioLines):
     conversation on stdout, problems on stderr, and no control codes.
     """
 
-    def __init__(self, session):
+    def __init__(self, session, complain=complain):
         StdioLines.__init__(self, session, max_line_bytes=wire.MAX_DATAGRAM_BYTES + len(b"/raw "))
+        self._complain = complain
 
     def say(self, text, kind):
         """Write one line: a problem to stderr, anything else to stdout."""
         text = printable(text)
         if kind == PROBLEM:
-            complain(text)
+            self._complain(text)
         else:
             self.write(text.encode("utf-8") + b"\n")
 
@@ -626,10 +611,12 @@ class TerminalScreen(HistoricRecvLine):
         if self._closing:
             return
         prompt = printable(self._prompt)
-        prompt_width = _columns(prompt)
+        prompt_width = columns(prompt)
         room = max(self._width() - prompt_width - 1, 1)
         chars = [item.decode("utf-8", "replace") for item in self.lineBuffer]
-        self._scroll, shown, cursor = _window(chars, self.lineBufferIndex, self._scroll, room)
+        self._scroll, shown, cursor = input_window(
+            chars, self.lineBufferIndex, self._scroll, room
+        )
         move = prompt_width + cursor
         self._write("\r" + prompt + shown + "\x1b[K\r" + (f"\x1b[{move}C" if move else ""))
 
@@ -654,7 +641,7 @@ class TerminalScreen(HistoricRecvLine):
         self._screen.write(text.encode("utf-8"))
 
 
-def _window(chars, index, scroll, room):
+def input_window(chars, index, scroll, room):
     """
     The part of an input line to show in C{room} columns, scrolled sideways
     as little as keeps the cursor (before C{chars[index]}) in view.
@@ -663,7 +650,7 @@ def _window(chars, index, scroll, room):
         shown, the text shown, and the cursor's column within it.
     """
     scroll = min(scroll, index)
-    while _columns("".join(chars[scroll:index])) > room:
+    while columns("".join(chars[scroll:index])) > room:
         scroll += 1
     shown, used = [], 0
     for char in chars[scroll:]:
@@ -672,7 +659,7 @@ def _window(chars, index, scroll, room):
             break
         shown.append(char)
         used += width
-    return scroll, "".join(shown), _columns("".join(chars[scroll:index]))
+    return scroll, "".join(shown), columns("".join(chars[scroll:index]))
 
 
 def _char_columns(char):
@@ -681,6 +668,6 @@ def _char_columns(char):
     return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
 
 
-def _columns(text):
+def columns(text):
     """How many terminal columns C{text} takes."""
     return sum(_char_columns(char) for char in text)
