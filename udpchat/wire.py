@@ -407,9 +407,9 @@ def line_kind(line):
     L{EVENT_LINE} or L{CHAT_LINE}, the forms of L{dropped}, of L{joined},
     L{renamed} and L{left}, and of L{said}.
 
-    The lines carry no type, so this goes by their form: an event never
-    holds C{": "} unless a name does, and a chat line always does.  The
-    join of a name that holds C{": "} is then taken for a chat line: better
+    The lines carry no type, so this goes by their form: a chat line always
+    holds C{": "}, and an event only when a name holds it or ends with
+    C{":"}.  The join of such a name is then taken for a chat line: better
     than a chat line taken for an event.
     """
     if _DROPPED.match(line):
