@@ -2,11 +2,15 @@
 Tests of the client's chat mode, C{python -m udpchat.client HOST PORT --name
 NAME} (L{udpchat.console}).
 
-On a terminal: the client runs on a real pseudo-terminal (the standard
-library's C{pty}) against the real C{twistd udpchat}, and a small terminal
-emulator (L{Screen}) turns what it writes into the rows a user would see.
-Through a pipe: plain lines, as a script would use it.  And the pure parts
-(line kinds, the input line's window) on their own.
+Its behaviours (joining, commands, explanations, lines in order, plain lines
+for scripts) are tested on L{console.ChatSession} through a real
+L{ChatClient} on a fake transport and a L{Clock}, with a fake screen or a
+L{LineScreen} on a fake stdio.  The real command runs only for the real
+terminal: on a pseudo-terminal (the standard library's C{pty}) against the
+real C{twistd udpchat}, a small terminal emulator (L{Screen}) turning what
+it writes into the rows a user would see; and for the exit status of a
+refused name through a pipe.  The pure parts (the input line's window) are
+tested on their own.
 """
 
 import codecs
@@ -21,15 +25,17 @@ import tempfile
 import termios
 import threading
 
-from tests.harness import DEADLINE, Client, Member, OutputReader, Server, environment, lines_until, wait_for
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.harness import DEADLINE, OutputReader, ProcessTestCase, environment, lines_until, wait_for
+from tests.test_client import SERVER, FakeStdio
 from udpchat import console, wire
-from udpchat.session import ChatClient
+from udpchat.session import NO_REPLY, ChatClient
 
+NO_REPLY_WARNING = "no reply from 127.0.0.1 port 12345 within 2 s (is the server running?)"
 UP = "\x1b[A"
 LEFT = "\x1b[D"
 CTRL_C = "\x03"
@@ -220,49 +226,26 @@ class TerminalClient:
 
 
 
-class ChatTestCase(SynchronousTestCase):
+class TerminalTests(ProcessTestCase):
     """
-    Start a server, members and chat clients, all stopped after the test.
+    --name on a terminal: the input line at the bottom, the group above it.
     """
 
     def setUp(self):
-        self.server = Server()
-        self.addCleanup(self.server.stop)
-
-    def member(self, name):
-        member = Member(self.server.address())
-        self.addCleanup(member.close)
-        self.assertEqual(member.request(f"1 {name}".encode()), b"")
-        return member
+        self.chat_server = self.server()
 
     def terminal(self, *options, **kwargs):
-        client = TerminalClient(self.server.port, "--poll-interval", "0.2", *options, **kwargs)
+        client = TerminalClient(self.chat_server.port, "--poll-interval", "0.2", *options, **kwargs)
         self.addCleanup(client.close)
         return client
-
-    def piped(self, *options):
-        client = Client("127.0.0.1", str(self.server.port), "--poll-interval", "0", *options)
-        self.addCleanup(self._stop, client)
-        return client
-
-    def _stop(self, client):
-        client.kill()
-        if not client.process.stdin.closed:
-            client.process.stdin.close()
 
     def assert_restored(self, terminal):
         """The terminal's modes are what they were before the client ran."""
         self.assertEqual(termios.tcgetattr(terminal.slave), terminal.modes)
 
-
-class TerminalTests(ChatTestCase):
-    """
-    --name on a terminal: the input line at the bottom, the group above it.
-    """
-
     def test_incoming_lines_go_above_the_input_line_which_stays_intact(self):
         """Lines arriving while the user types are printed above; the typing goes on."""
-        bo = self.member("Bo")
+        bo = self.member(self.chat_server, name="Bo")
         alice = self.terminal("--name", "Alice")
         alice.wait_for_row("* In the group: Bo")
         alice.wait_for_input_line("Alice> ")
@@ -285,7 +268,7 @@ class TerminalTests(ChatTestCase):
 
     def test_history_nick_events_and_quit(self):
         """Up recalls a line; /nick renames; events are dimmed; /quit leaves, exit 0."""
-        bo = self.member("Bo")
+        bo = self.member(self.chat_server, name="Bo")
         alice = self.terminal("--name", "Alice")
         alice.wait_for_input_line("Alice> ")
         alice.type("café\r")
@@ -324,7 +307,7 @@ class TerminalTests(ChatTestCase):
 
     def test_refused_name_asks_again(self):
         """A taken name is explained and asked for again; NO_COLOR leaves out renditions."""
-        bo = self.member("Bo")
+        bo = self.member(self.chat_server, name="Bo")
         cy = self.terminal("--name", "Bo", env={"NO_COLOR": "1"})
         cy.wait_for_row("! the server refused the name 'Bo': it is taken, or not allowed")
         cy.wait_for_row("* Type a name to try again, or /quit")
@@ -343,7 +326,7 @@ class TerminalTests(ChatTestCase):
 
     def test_long_input_scrolls_sideways(self):
         """A line wider than the terminal shows its end, on one row, and is sent whole."""
-        bo = self.member("Bo")
+        bo = self.member(self.chat_server, name="Bo")
         alice = self.terminal("--name", "Al", columns=30)
         alice.wait_for_input_line("Al> ")
         text = "".join(chr(ord("a") + i % 26) for i in range(60))
@@ -357,75 +340,16 @@ class TerminalTests(ChatTestCase):
         self.assertIn(f"Al: {text}", lines_until(bo, "Al has left the group"))
 
 
-class PipeTests(ChatTestCase):
+class PipeTests(ProcessTestCase):
     """
-    --name without a terminal: plain lines in and out, no control codes.
+    --name through a pipe: plain lines, and the exit status.
     """
-
-    def test_lines_become_messages_and_commands_work(self):
-        """Lines are said, commands act, bad lines are explained on stderr."""
-        bo = self.member("Bo")
-        alice = self.piped("--name", "Alice")
-        alice.type("hello\n")
-        wait_for(lambda: "Alice: hello" in alice.stdout.lines)
-        self.assertEqual(bo.request(b"2 hi Alice"), b"")
-        self.assertEqual(bo.request(b"3 Bob"), b"")
-        alice.type("/poll\n/nick Al\n/raw 2 raw\n/bogus\n2 \x01\n//slash\n   \n")
-        alice.end_input()
-        self.assertEqual(alice.wait(), 0, alice.stderr.text())
-        self.assertEqual(
-            alice.stdout.lines,
-            [
-                "In the group: Bo",
-                "Alice: hello",
-                "Bo: hi Alice",
-                "Bo changed his name to Bob",
-                "You are now known as Al",
-                "(empty reply)",
-                "Al: /slash",
-            ],
-        )
-        self.assertEqual(
-            alice.stderr.lines,
-            [
-                "udpchat.client: unknown command /bogus: /help lists the commands",
-                "udpchat.client: not sent: a message cannot hold control characters "
-                "(a tab aside) or line separators",
-                "udpchat.client: not sent: a message cannot be blank",
-            ],
-        )
-        self.assertNotIn("\x1b", alice.stdout.text() + alice.stderr.text())
-        self.assertEqual(
-            lines_until(bo, "Al has left the group"),
-            [
-                "Alice has joined",
-                "Alice: hello",
-                "Alice changed his name to Al",
-                "Al: raw",
-                "Al: /slash",
-                "Al has left the group",
-            ],
-        )
-
-    def test_quit_leaves_without_the_end_of_input(self):
-        """/quit leaves and exits 0; the lines after it are not sent."""
-        bo = self.member("Bo")
-        alice = self.piped("--name", "Alice")
-        alice.type("/help\n/quit\nafter\n")
-        self.assertEqual(alice.wait(), 0, alice.stderr.text())
-        self.assertIn(
-            "  /quit       leave the group and exit (so do Ctrl-D on an empty line, and Ctrl-C)",
-            alice.stdout.lines,
-        )
-        self.assertEqual(
-            lines_until(bo, "Alice has left the group"),
-            ["Alice has joined", "Alice has left the group"],
-        )
 
     def test_refused_name_exits_1(self):
         """A taken name is reported on stderr, nothing is sent, and the exit status is 1."""
-        bo = self.member("Bo")
-        other = self.piped("--name", "Bo")
+        server = self.server()
+        bo = self.member(server, name="Bo")
+        other = self.client("127.0.0.1", str(server.port), "--poll-interval", "0", "--name", "Bo")
         other.type("hello\n")
         other.end_input()
         self.assertEqual(other.wait(), 1)
@@ -437,53 +361,10 @@ class PipeTests(ChatTestCase):
         self.assertEqual(bo.request(b"5"), b"")
 
 
-class ConsoleUnitTests(SynchronousTestCase):
+class InputLineTests(SynchronousTestCase):
     """
-    The pure parts of L{console}: what a line is, and what the input shows.
+    The pure parts of the terminal's input line.
     """
-
-    def test_line_kinds(self):
-        """Joins, leaves, renames and drop notices are events; chat lines are plain."""
-        events = [
-            "Bo has joined",
-            "Bo has left the group",
-            "Bo changed his name to Bob",
-            "[1 line dropped]",
-            "[12 lines dropped]",
-        ]
-        plain = ["Bo: hi", "Bo: Cy has joined", "Bo: x has left the group", "[lines dropped]"]
-        self.assertEqual([wire.line_kind(line) != wire.CHAT_LINE for line in events], [True] * 5)
-        self.assertEqual([wire.line_kind(line) for line in plain], [wire.CHAT_LINE] * 4)
-
-    def test_member_list_reads_as_a_sentence(self):
-        """The reply to the join is shown as who is in the group, "and N more" included."""
-        self.assertEqual(console._member_list(b""), "You are alone in the group")
-        self.assertEqual(
-            console._member_list(b"Cy, Bo, and 998 more"), "In the group: Cy, Bo, and 998 more"
-        )
-
-    def test_control_characters_are_not_printed(self):
-        """A hostile server's escape sequences reach the terminal as U+FFFD; TAB stays."""
-        self.assertEqual(console.printable("a\x1b[2Jb\tc\x9b"), "a\ufffd[2Jb\tc\ufffd")
-
-    def test_judged_uses_the_wire(self):
-        """A legal request is encoded; an illegal one raises with an explanation."""
-        self.assertEqual(wire.judged(wire.Say("hé")), "2 hé".encode())
-        with self.assertRaises(wire.IllegalMessage) as raised:
-            wire.judged(wire.Say("x" * 1025))
-        self.assertEqual(
-            console.explain(raised.exception, "x" * 1025),
-            "a message holds at most 1024 bytes of UTF-8 (this one has 1025)",
-        )
-
-    def test_every_refusal_is_explained(self):
-        """Each reason the wire gives for refusing a message or a name reads as a sentence."""
-        refused = [wire.Say(text) for text in (" \t", "a\x01", "a\u2028", "x" * 1025)]
-        refused += [wire.Rename(name) for name in ("a,b", " a", "Illegal message", "x" * 33)]
-        for request in refused:
-            with self.assertRaises(wire.IllegalMessage) as raised:
-                wire.judged(request)
-            self.assertNotEqual(console.explain(raised.exception), str(raised.exception))
 
     def test_window_keeps_the_cursor_in_view(self):
         """The input line scrolls sideways only as far as the cursor needs."""
@@ -497,8 +378,39 @@ class ConsoleUnitTests(SynchronousTestCase):
         """East Asian wide characters count twice, combining marks not at all."""
         self.assertEqual(console.columns("a中e\u0301"), 4)
 
+    def test_control_characters_are_not_printed(self):
+        """A hostile server's escape sequences reach the terminal as U+FFFD; TAB stays."""
+        self.assertEqual(console.printable("a\x1b[2Jb\tc\x9b"), "a\ufffd[2Jb\tc\ufffd")
 
-SERVER = ("127.0.0.1", 12345)
+
+class ExplanationTests(SynchronousTestCase):
+    """
+    Refusals explained, by the reason the wire gives.
+    """
+
+    def test_a_text_too_long_says_how_long_it_is(self):
+        """A message over 1024 bytes is explained with its size."""
+        with self.assertRaises(wire.IllegalMessage) as raised:
+            wire.judged(wire.Say("x" * 1025))
+        self.assertEqual(
+            console.explain(raised.exception, "x" * 1025),
+            "a message holds at most 1024 bytes of UTF-8 (this one has 1025)",
+        )
+
+    def test_every_refusal_is_explained(self):
+        """Each reason the wire gives for refusing a message or a name reads as a sentence."""
+        refused = [wire.Say(text) for text in (" \t", "a\x01", "a\u2028", "x" * 1025, "x" * 2000)]
+        refused += [wire.Rename(name) for name in ("a,b", " a", "Illegal message", "x" * 33)]
+        for request in refused:
+            with self.assertRaises(wire.IllegalMessage) as raised:
+                wire.judged(request)
+            self.assertNotEqual(console.explain(raised.exception), raised.exception.reason)
+
+    def test_a_line_that_is_not_utf8_is_explained(self):
+        """Bytes that are not UTF-8 are explained as such."""
+        with self.assertRaises(wire.IllegalMessage) as raised:
+            wire.decode(b"\xff")
+        self.assertEqual(console.explain(raised.exception), "the line is not valid UTF-8")
 
 
 class FakeScreen:
@@ -524,29 +436,50 @@ class FakeScreen:
         return defer.succeed(None)
 
 
-class ChatSessionTests(SynchronousTestCase):
+class ChatSessionTestCase(SynchronousTestCase):
     """
-    L{console.ChatSession} through a real L{ChatClient}, on a fake transport,
-    clock and screen.
+    A L{console.ChatSession} through a real L{ChatClient}, on a fake
+    transport and clock; the test answers as the server would.
     """
 
-    def session(self, terminal=False):
+    def session(self, terminal=False, name="Alice"):
+        """
+        A session joining as C{name}, on the screen L{screen_for} makes; its
+        complaints to stderr go to C{self.complaints}.
+        """
         self.clock = Clock()
         self.transport = FakeDatagramTransport()
-        self.screen = FakeScreen()
-        session = console.ChatSession("Alice", terminal=terminal, environ={})
+        self.complaints = []
+        session = console.ChatSession(
+            name, terminal=terminal, environ={}, complain=self.complaints.append
+        )
         client = ChatClient(
             SERVER, self.clock, show=session.show, warn=session.warn, poll_interval=0, timeout=2
         )
         client.makeConnection(self.transport)
-        session.attach(client, self.screen)
+        session.attach(client, self.screen_for(session))
         return session
+
+    def screen_for(self, session):
+        """A L{FakeScreen}, kept as C{self.screen}."""
+        self.screen = FakeScreen()
+        return self.screen
 
     def sent(self):
         return [datagram for datagram, address in self.transport.written]
 
     def answer(self, session, reply):
         session.client.datagramReceived(reply, SERVER)
+
+    def joined(self, session, reply=b"Bo"):
+        """The server accepts the join, with the member list C{reply}."""
+        self.answer(session, reply)
+
+
+class ChatSessionTests(ChatSessionTestCase):
+    """
+    L{console.ChatSession} on a fake screen: what it sends and what it shows.
+    """
 
     def test_lines_wait_for_the_join_then_go_in_order(self):
         """Lines typed during the join wait for it; each then waits for the one before."""
@@ -558,21 +491,52 @@ class ChatSessionTests(SynchronousTestCase):
         self.assertEqual(self.sent(), [b"1 Alice", b"2 hi"])
         self.answer(session, b"")
         self.assertEqual(self.sent()[-1], b"5")
-        self.answer(session, b"Bo: yo\nBo has left the group")
+        self.answer(session, b"Bo: yo\n[3 lines dropped]\nBo has left the group")
         self.assertEqual(
             self.screen.said,
             [
                 ("In the group: Bo", console.EVENT),
                 ("Alice: hi", console.PLAIN),
                 ("Bo: yo", console.PLAIN),
+                ("[3 lines dropped]", console.EVENT),
                 ("Bo has left the group", console.EVENT),
+            ],
+        )
+
+    def test_on_a_terminal_lines_do_not_wait_for_replies(self):
+        """On a terminal each line is acted on at once; replies are matched as they come."""
+        session = self.session(terminal=True)
+        self.joined(session)
+        session.line_received(b"one")
+        session.line_received(b"/help")
+        session.line_received(b"two")
+        self.assertIn((console.HELP.splitlines()[0], console.PLAIN), self.screen.said)
+        self.answer(session, b"")
+        self.answer(session, b"")
+        self.assertEqual(self.sent(), [b"1 Alice", b"2 one", b"2 two"])
+        self.assertEqual(
+            [text for text, kind in self.screen.said if text.startswith("Alice:")],
+            ["Alice: one", "Alice: two"],
+        )
+
+    def test_member_list_reads_as_a_sentence(self):
+        """The reply to the join is shown as who is in the group, "and N more" included."""
+        alone = self.session()
+        self.joined(alone, b"")
+        crowded = self.session()
+        self.joined(crowded, b"Cy, Bo, and 998 more")
+        self.assertEqual(
+            [alone.io.said, crowded.io.said],
+            [
+                [("You are alone in the group", console.EVENT)],
+                [("In the group: Cy, Bo, and 998 more", console.EVENT)],
             ],
         )
 
     def test_unacknowledged_message_is_reported(self):
         """A message with no reply is shown as not delivered, with its text."""
         session = self.session()
-        self.answer(session, b"")
+        self.joined(session)
         session.line_received(b"hi")
         self.clock.advance(2)
         self.assertIn(
@@ -580,33 +544,83 @@ class ChatSessionTests(SynchronousTestCase):
             self.screen.said,
         )
 
+    def test_refused_message_is_reported(self):
+        """A message the server refuses is shown as not delivered, with a hint."""
+        session = self.session()
+        self.joined(session)
+        session.line_received(b"hi")
+        self.answer(session, wire.ILLEGAL)
+        self.assertEqual(
+            self.screen.said[-1],
+            ("(not delivered: the server refused it; still a member?) Alice: hi", console.PROBLEM),
+        )
+
     def test_join_without_reply_ends_the_session_with_status_1(self):
         """Without a terminal, a join with no reply ends the session, status 1."""
         session = self.session()
         self.clock.advance(2)
-        self.assertEqual(self.successResultOf(session.closed), 1)
+        self.assertEqual(self.successResultOf(session.closed), NO_REPLY)
         self.assertIn(
             ("could not join: no reply from the server", console.PROBLEM), self.screen.said
         )
         self.assertTrue(self.screen.closed)
 
+    def test_refused_name_without_a_terminal_ends_the_session_with_status_1(self):
+        """Without a terminal, a refused name is explained; nothing typed is sent; status 1."""
+        session = self.session(name="Bo")
+        session.line_received(b"hello")
+        self.answer(session, wire.ILLEGAL)
+        self.assertEqual(self.successResultOf(session.closed), NO_REPLY)
+        self.assertEqual(self.sent(), [b"1 Bo"])
+        self.assertEqual(
+            self.screen.said,
+            [("the server refused the name 'Bo': it is taken, or not allowed", console.PROBLEM)],
+        )
+
     def test_refused_name_is_asked_again_on_a_terminal(self):
         """On a terminal a refused name is put back on the input line, to edit and retry."""
         session = self.session(terminal=True)
+        session.line_received(b"typed early")
         self.answer(session, wire.ILLEGAL)
         self.assertEqual((self.screen.prompt, self.screen.input), ("Name: ", "Alice"))
+        self.assertEqual(
+            self.screen.said,
+            [
+                ("the server refused the name 'Alice': it is taken, or not allowed", console.PROBLEM),
+                ("Type a name to try again, or /quit", console.EVENT),
+                ("1 lines typed meanwhile not sent", console.PROBLEM),
+            ],
+        )
         session.line_received(b"a,b")
         self.assertEqual(self.sent(), [b"1 Alice"])
+        self.assertEqual(self.screen.input, "a,b")
         session.line_received(b"Cy")
         self.assertEqual(self.sent(), [b"1 Alice", b"1 Cy"])
         self.answer(session, b"")
         self.assertEqual(self.screen.prompt, "Cy> ")
         self.assertIn(("You are alone in the group", console.EVENT), self.screen.said)
 
+    def test_join_without_reply_on_a_terminal_asks_again(self):
+        """On a terminal a join with no reply is reported, and a name asked for again."""
+        session = self.session(terminal=True)
+        self.clock.advance(2)
+        self.assertEqual(self.screen.prompt, "Name: ")
+        self.assertIn(("could not join: no reply from the server", console.PROBLEM), self.screen.said)
+        self.assertNoResult(session.closed)
+
+    def test_quit_or_end_of_input_while_asked_for_a_name_ends_the_session(self):
+        """Asked for a name, /quit or Ctrl-D ends the session; nothing more is sent."""
+        for end in (lambda session: session.line_received(b"/quit"), console.ChatSession.input_ended):
+            session = self.session(terminal=True)
+            self.answer(session, wire.ILLEGAL)
+            end(session)
+            self.assertEqual(self.successResultOf(session.closed), 0)
+            self.assertEqual(self.sent(), [b"1 Alice"])
+
     def test_reply_that_is_no_acknowledgement(self):
         """Lines in place of an acknowledgement are shown, and the message unconfirmed."""
         session = self.session()
-        self.answer(session, b"")
+        self.joined(session, b"")
         session.line_received(b"hi")
         self.answer(session, b"Bo: late")
         self.assertEqual(
@@ -623,12 +637,14 @@ class ChatSessionTests(SynchronousTestCase):
     def test_nick_rename_and_refusal(self):
         """/nick changes the prompt once accepted, and explains a refusal."""
         session = self.session()
-        self.answer(session, b"")
+        self.joined(session, b"")
         session.line_received(b"/nick Al")
         self.answer(session, b"")
         session.line_received(b"/nick Bo")
         self.answer(session, wire.ILLEGAL)
         session.line_received(b"/nick Al")
+        session.line_received(b"/nick")
+        session.line_received(b"/nick a,b")
         self.assertEqual(self.sent(), [b"1 Alice", b"3 Al", b"3 Bo"])
         self.assertEqual(self.screen.prompt, "Al> ")
         self.assertEqual(
@@ -637,5 +653,285 @@ class ChatSessionTests(SynchronousTestCase):
                 ("You are now known as Al", console.EVENT),
                 ("the server refused the name 'Bo': it is taken, or not allowed", console.PROBLEM),
                 ("you are already called 'Al'", console.PROBLEM),
+                ("usage: /nick NEW", console.PROBLEM),
+                (
+                    "not a valid name: a name cannot hold a comma, a control character or an "
+                    "invisible formatting one",
+                    console.PROBLEM,
+                ),
+            ],
+        )
+
+    def test_nick_without_reply(self):
+        """A /nick with no reply says the old name may still hold."""
+        session = self.session()
+        self.joined(session, b"")
+        session.line_received(b"/nick Al")
+        self.clock.advance(2)
+        self.assertEqual(
+            self.screen.said[-1],
+            ("no reply from the server: your name may still be 'Alice'", console.PROBLEM),
+        )
+        self.assertEqual(self.screen.prompt, "Alice> ")
+
+    def test_poll_says_what_came(self):
+        """/poll shows the lines, or that none came, or why it failed."""
+        session = self.session()
+        self.joined(session, b"")
+        for reply in (b"", b"Bo: hi", wire.ILLEGAL, None):
+            session.line_received(b"/poll")
+            if reply is None:
+                self.clock.advance(2)
+            else:
+                self.answer(session, reply)
+        self.assertEqual(
+            self.screen.said[1:],
+            [
+                ("No new messages", console.EVENT),
+                ("Bo: hi", console.PLAIN),
+                (
+                    "the server refused the poll: it no longer knows you as a member",
+                    console.PROBLEM,
+                ),
+                (NO_REPLY_WARNING, console.PROBLEM),
+                ("no reply from the server to /poll", console.PROBLEM),
+            ],
+        )
+        self.assertEqual(self.sent(), [b"1 Alice", b"5", b"5", b"5", b"5"])
+
+    def test_raw_sends_the_line_and_follows_names(self):
+        """/raw sends its line as typed and shows the reply; a name taken through it is ours."""
+        session = self.session()
+        self.joined(session, b"")
+        session.line_received(b"/raw 3 Zed")
+        self.answer(session, b"")
+        session.line_received(b"/raw 5")
+        self.answer(session, b"Bo: a\nBo: b")
+        session.line_received(b"/raw 9 junk")
+        self.answer(session, wire.ILLEGAL)
+        session.line_received(b"/raw 5")
+        self.clock.advance(2)
+        self.assertEqual(self.sent(), [b"1 Alice", b"3 Zed", b"5", b"9 junk", b"5"])
+        self.assertEqual(self.screen.prompt, "Zed> ")
+        self.assertEqual(
+            self.screen.said[1:],
+            [
+                ("(empty reply)", console.EVENT),
+                ("You are now known as Zed", console.EVENT),
+                ("Bo: a", console.PLAIN),
+                ("Bo: b", console.PLAIN),
+                ("Illegal message", console.PLAIN),
+                (NO_REPLY_WARNING, console.PROBLEM),
+                ("no reply from the server to /raw", console.PROBLEM),
+            ],
+        )
+
+    def test_raw_join_after_a_refused_name_joins(self):
+        """A join through /raw, accepted, makes the session a member under that name."""
+        session = self.session()
+        self.answer(session, wire.ILLEGAL)
+        session = self.session(terminal=True)
+        self.answer(session, wire.ILLEGAL)
+        session.line_received(b"Cy")
+        self.answer(session, b"")
+        session.line_received(b"/raw 1 Dee")
+        self.answer(session, b"")
+        self.assertEqual(self.screen.prompt, "Dee> ")
+
+    def test_raw_line_too_long_is_not_sent(self):
+        """A /raw line longer than any request is refused locally."""
+        session = self.session()
+        self.joined(session, b"")
+        session.line_received(b"/raw 2 " + b"x" * 1025)
+        self.assertEqual(self.sent(), [b"1 Alice"])
+        self.assertEqual(
+            self.screen.said[-1],
+            ("not sent: 1027 bytes, and no request is longer than 1026", console.PROBLEM),
+        )
+
+    def test_lines_the_protocol_refuses_are_explained_and_not_sent(self):
+        """Blank, too long, control characters, not UTF-8, unknown commands: explained, not sent."""
+        session = self.session()
+        self.joined(session, b"")
+        for line in (b"   ", b"x" * 1025, b"2 \x01", b"caf\xe9", b"/bogus", b"/raw", b""):
+            session.line_received(line)
+        session.line_refused(None)
+        self.assertEqual(self.sent(), [b"1 Alice"])
+        self.assertEqual(
+            self.screen.said[1:],
+            [
+                ("not sent: a message cannot be blank", console.PROBLEM),
+                (
+                    "not sent: a message holds at most 1024 bytes of UTF-8 (this one has 1025)",
+                    console.PROBLEM,
+                ),
+                (
+                    "not sent: a message cannot hold control characters (a tab aside) or "
+                    "line separators",
+                    console.PROBLEM,
+                ),
+                ("not sent: the line is not valid UTF-8", console.PROBLEM),
+                ("unknown command /bogus: /help lists the commands", console.PROBLEM),
+                ("usage: /raw LINE, as in /raw 5", console.PROBLEM),
+                (
+                    "not sent: the line is too long (a message holds at most 1024 bytes of UTF-8)",
+                    console.PROBLEM,
+                ),
+            ],
+        )
+
+    def test_a_message_may_begin_with_a_slash_typed_twice(self):
+        """A line beginning with // is the message with one slash; a CR at its end is dropped."""
+        session = self.session()
+        self.joined(session, b"")
+        session.line_received(b"//slash\r")
+        self.answer(session, b"")
+        self.assertEqual(self.sent(), [b"1 Alice", b"2 /slash"])
+        self.assertEqual(self.screen.said[-1], ("Alice: /slash", console.PLAIN))
+
+    def test_quit_leaves_and_ignores_what_follows(self):
+        """/quit leaves; the lines after it are not sent; the session ends with 0."""
+        session = self.session()
+        self.joined(session, b"")
+        session.line_received(b"/quit")
+        session.line_received(b"after")
+        self.assertEqual(self.sent(), [b"1 Alice", b"4"])
+        self.answer(session, b"")
+        self.assertEqual(self.successResultOf(session.closed), 0)
+        self.assertTrue(self.screen.closed)
+
+    def test_interrupt_leaves(self):
+        """Ctrl-C leaves the group once the request in flight is answered."""
+        session = self.session(terminal=True)
+        self.joined(session, b"")
+        session.line_received(b"hi")
+        session.interrupt()
+        self.answer(session, b"")
+        self.assertEqual(self.sent(), [b"1 Alice", b"2 hi", b"4"])
+        self.answer(session, b"")
+        self.assertEqual(self.successResultOf(session.closed), 0)
+
+    def test_end_of_input_leaves_after_the_lines_typed(self):
+        """At the end of input the lines typed are performed, then the session leaves."""
+        session = self.session()
+        session.line_received(b"hi")
+        session.input_ended()
+        self.joined(session, b"")
+        self.answer(session, b"")
+        self.assertEqual(self.sent(), [b"1 Alice", b"2 hi", b"4"])
+        self.answer(session, b"")
+        self.assertEqual(self.successResultOf(session.closed), 0)
+
+    def test_hostile_server_lines_reach_the_screen_decoded(self):
+        """Bytes that are not UTF-8 in the server's lines are shown as U+FFFD."""
+        session = self.session()
+        self.joined(session, b"B\xff")
+        session.line_received(b"/poll")
+        self.answer(session, b"B\xff: \xfe")
+        self.assertEqual(
+            self.screen.said,
+            [("In the group: B\ufffd", console.EVENT), ("B\ufffd: \ufffd", console.PLAIN)],
+        )
+
+
+class LineScreenTests(ChatSessionTestCase):
+    """
+    --name without a terminal: L{console.LineScreen} on stdio, plain lines
+    for scripts, problems on stderr.
+    """
+
+    def screen_for(self, session):
+        """A L{console.LineScreen} on a L{FakeStdio}, kept as C{self.stdio}."""
+        self.stdio = FakeStdio(console.LineScreen(session, complain=self.complaints.append))
+        return self.stdio.protocol
+
+    def test_lines_become_messages_and_commands_work(self):
+        """Lines are said, commands act, bad lines are explained on stderr, no control codes."""
+        session = self.session()
+        stdin = self.stdio.protocol
+        self.joined(session, b"Bo")
+        stdin.dataReceived(b"hello\n")
+        self.answer(session, b"")
+        stdin.dataReceived(b"/poll\n/nick Al\n/raw 2 raw\n/bogus\n2 \x01\n//slash\n   \n")
+        for reply in (b"Bo: hi Alice\nBo changed his name to Bob", b"", b"", b""):
+            self.answer(session, reply)
+        stdin.readConnectionLost()
+        self.answer(session, b"")
+        self.assertEqual(self.successResultOf(session.closed), 0)
+        self.assertEqual(
+            self.sent(), [b"1 Alice", b"2 hello", b"5", b"3 Al", b"2 raw", b"2 /slash", b"4"]
+        )
+        self.assertEqual(
+            self.stdio.lines(),
+            [
+                "In the group: Bo",
+                "Alice: hello",
+                "Bo: hi Alice",
+                "Bo changed his name to Bob",
+                "You are now known as Al",
+                "(empty reply)",
+                "Al: /slash",
+            ],
+        )
+        self.assertEqual(
+            self.complaints,
+            [
+                "unknown command /bogus: /help lists the commands",
+                "not sent: a message cannot hold control characters (a tab aside) or line "
+                "separators",
+                "not sent: a message cannot be blank",
+            ],
+        )
+        self.assertNotIn(b"\x1b", self.stdio.output)
+
+    def test_help_and_quit_without_the_end_of_input(self):
+        """/help prints the commands; /quit leaves and ends with 0; lines after it are not sent."""
+        session = self.session()
+        self.joined(session, b"Bo")
+        self.stdio.protocol.dataReceived(b"/help\n/quit\nafter\n")
+        self.answer(session, b"")
+        self.assertEqual(self.successResultOf(session.closed), 0)
+        self.assertEqual(self.sent(), [b"1 Alice", b"4"])
+        self.assertIn(
+            "  /quit       leave the group and exit (so do Ctrl-D on an empty line, and Ctrl-C)",
+            self.stdio.lines(),
+        )
+        self.assertTrue(self.stdio.closed)
+
+    def test_control_characters_from_the_server_are_not_printed(self):
+        """A server's escape sequence reaches stdout as U+FFFD."""
+        session = self.session()
+        self.joined(session, b"Bo")
+        self.stdio.protocol.dataReceived(b"/poll\n")
+        self.answer(session, "Bo: a\x1b[2Jb".encode())
+        self.assertEqual(self.stdio.lines()[-1], "Bo: a\ufffd[2Jb")
+
+    def test_a_line_too_long_for_any_request_is_refused_before_it_ends(self):
+        """A line longer than /raw and the largest request is explained, never sent."""
+        session = self.session()
+        self.joined(session, b"")
+        for piece in (b"y" * 1500, b"y" * 1500, b"\nok\n"):  # as a pipe brings it
+            self.stdio.protocol.dataReceived(piece)
+        self.assertEqual(self.sent(), [b"1 Alice", b"2 ok"])
+        self.assertEqual(
+            self.complaints,
+            ["not sent: the line is too long (a message holds at most 1024 bytes of UTF-8)"],
+        )
+
+    def test_missing_replies_are_summed_up_at_the_end(self):
+        """Messages with no reply: each reported, then a summary, and exit status 1."""
+        session = self.session()
+        self.joined(session, b"")
+        self.stdio.protocol.dataReceived(b"hi\n")
+        self.stdio.protocol.readConnectionLost()
+        self.clock.advance(2)
+        self.answer(session, b"")
+        self.assertEqual(self.successResultOf(session.closed), NO_REPLY)
+        self.assertEqual(
+            self.complaints,
+            [
+                NO_REPLY_WARNING,
+                "(not delivered: no reply from the server) Alice: hi",
+                "1 request got no reply",
             ],
         )
