@@ -37,7 +37,6 @@ from tests.harness import (
     wait_for,
 )
 from udpchat import client as client_module
-from udpchat import session as session_module
 from udpchat import wire
 from udpchat.raw import RawSession, StdioLines
 from udpchat.session import INTERRUPTED, NO_REPLY, ChatClient
@@ -185,7 +184,9 @@ class ChatClientTests(ClientTestCase):
         self.assertEqual(self.sent(), [b"5", b"5", b"2 x"])
         self.answer(wire.ILLEGAL)
         self.assertEqual(self.shown, [wire.ILLEGAL])
-        self.assertEqual(self.warned, ["no reply from 127.0.0.1 port 12345 within 2 s (is the server running?)"])
+        self.assertEqual(
+            self.warned, ["no reply from 127.0.0.1 port 12345 within 2 s (is the server running?)"]
+        )
         self.assertEqual(self.client.unanswered, 2)
 
     def test_a_server_heard_again_is_reported_silent_again(self):

@@ -30,7 +30,14 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.harness import DEADLINE, OutputReader, ProcessTestCase, environment, lines_until, wait_for
+from tests.harness import (
+    DEADLINE,
+    OutputReader,
+    ProcessTestCase,
+    environment,
+    lines_until,
+    wait_for,
+)
 from tests.test_client import SERVER, FakeStdio
 from udpchat import console, wire
 from udpchat.session import NO_REPLY, ChatClient
@@ -586,7 +593,10 @@ class ChatSessionTests(ChatSessionTestCase):
         self.assertEqual(
             self.screen.said,
             [
-                ("the server refused the name 'Alice': it is taken, or not allowed", console.PROBLEM),
+                (
+                    "the server refused the name 'Alice': it is taken, or not allowed",
+                    console.PROBLEM,
+                ),
                 ("Type a name to try again, or /quit", console.EVENT),
                 ("1 lines typed meanwhile not sent", console.PROBLEM),
             ],
@@ -605,15 +615,20 @@ class ChatSessionTests(ChatSessionTestCase):
         session = self.session(terminal=True)
         self.clock.advance(2)
         self.assertEqual(self.screen.prompt, "Name: ")
-        self.assertIn(("could not join: no reply from the server", console.PROBLEM), self.screen.said)
+        self.assertIn(
+            ("could not join: no reply from the server", console.PROBLEM), self.screen.said
+        )
         self.assertNoResult(session.closed)
 
     def test_quit_or_end_of_input_while_asked_for_a_name_ends_the_session(self):
         """Asked for a name, /quit or Ctrl-D ends the session; nothing more is sent."""
-        for end in (lambda session: session.line_received(b"/quit"), console.ChatSession.input_ended):
+        for end in (b"/quit", None):
             session = self.session(terminal=True)
             self.answer(session, wire.ILLEGAL)
-            end(session)
+            if end is None:
+                session.input_ended()
+            else:
+                session.line_received(end)
             self.assertEqual(self.successResultOf(session.closed), 0)
             self.assertEqual(self.sent(), [b"1 Alice"])
 
@@ -726,17 +741,20 @@ class ChatSessionTests(ChatSessionTestCase):
             ],
         )
 
-    def test_raw_join_after_a_refused_name_joins(self):
-        """A join through /raw, accepted, makes the session a member under that name."""
+    def test_raw_leave_and_join_take_the_new_name(self):
+        """Leaving with /raw 4 and joining again with /raw 1 Dee makes Dee the session's name."""
         session = self.session()
-        self.answer(session, wire.ILLEGAL)
-        session = self.session(terminal=True)
-        self.answer(session, wire.ILLEGAL)
-        session.line_received(b"Cy")
+        self.joined(session, b"")
+        session.line_received(b"/raw 4")
         self.answer(session, b"")
         session.line_received(b"/raw 1 Dee")
-        self.answer(session, b"")
+        self.answer(session, b"Bo")
+        self.assertEqual(self.sent(), [b"1 Alice", b"4", b"1 Dee"])
         self.assertEqual(self.screen.prompt, "Dee> ")
+        self.assertEqual(
+            self.screen.said[-2:],
+            [("Bo", console.PLAIN), ("You are now known as Dee", console.EVENT)],
+        )
 
     def test_raw_line_too_long_is_not_sent(self):
         """A /raw line longer than any request is refused locally."""
