@@ -89,29 +89,21 @@ class UnroutableTransport(FakeDatagramTransport):
         raise OSError(errno.ENETUNREACH, "Network is unreachable")
 
 
-class ClientTestCase(SynchronousTestCase):
+class FakeServerTestCase(SynchronousTestCase):
     """
     A L{ChatClient} on a fake transport and a L{Clock}; the test answers as
     the server would.
     """
 
-    poll_interval = 1.0
-    timeout = 2.0
-
-    def setUp(self):
+    def connect(self, show, warn, poll_interval=1.0, timeout=2.0):
+        """Make C{self.client}, with C{self.clock} and C{self.transport}."""
         self.clock = Clock()
         self.transport = FakeDatagramTransport()
-        self.shown = []
-        self.warned = []
         self.client = ChatClient(
-            SERVER,
-            self.clock,
-            show=self.shown.append,
-            warn=self.warned.append,
-            poll_interval=self.poll_interval,
-            timeout=self.timeout,
+            SERVER, self.clock, show=show, warn=warn, poll_interval=poll_interval, timeout=timeout
         )
         self.client.makeConnection(self.transport)
+        return self.client
 
     def sent(self):
         """The datagrams sent so far, each to the server."""
@@ -121,6 +113,19 @@ class ClientTestCase(SynchronousTestCase):
     def answer(self, reply, source=SERVER):
         """A datagram C{reply} arrives from C{source}, the server by default."""
         self.client.datagramReceived(reply, source)
+
+
+class ClientTestCase(FakeServerTestCase):
+    """
+    A L{ChatClient} alone: what it shows and warns of is kept in lists.
+    """
+
+    poll_interval = 1.0
+
+    def setUp(self):
+        self.shown = []
+        self.warned = []
+        self.connect(self.shown.append, self.warned.append, poll_interval=self.poll_interval)
 
     def joined(self):
         """Join as Cy, the server accepting it."""
@@ -375,26 +380,16 @@ class NoPollingTests(ClientTestCase):
         self.assertEqual((self.sent(), self.shown), ([b"1 Cy", b"5"], [b"A: hi Cy"]))
 
 
-class RawSessionTestCase(SynchronousTestCase):
+class RawSessionTestCase(FakeServerTestCase):
     """
-    A L{RawSession} on a L{FakeStdio}, talking through a L{ChatClient} on a
-    fake transport and a L{Clock}.
+    A L{RawSession} on a L{FakeStdio}, talking through a L{ChatClient} that
+    does not poll by itself.
     """
 
     def setUp(self):
-        self.clock = Clock()
-        self.transport = FakeDatagramTransport()
         self.complaints = []
         self.session = RawSession(complain=self.complaints.append)
-        self.client = ChatClient(
-            SERVER,
-            self.clock,
-            show=self.session.show,
-            warn=self.session.warn,
-            poll_interval=0,
-            timeout=2.0,
-        )
-        self.client.makeConnection(self.transport)
+        self.connect(self.session.show, self.session.warn, poll_interval=0)
         self.stdio = FakeStdio(StdioLines(self.session))
         self.session.attach(self.client, self.stdio.protocol)
 
@@ -404,12 +399,6 @@ class RawSessionTestCase(SynchronousTestCase):
 
     def end_input(self):
         self.stdio.protocol.readConnectionLost()
-
-    def sent(self):
-        return [datagram for datagram, _ in self.transport.written]
-
-    def answer(self, reply):
-        self.client.datagramReceived(reply, SERVER)
 
     def exit_status(self):
         """The session's exit status; it must be over."""

@@ -26,8 +26,6 @@ import termios
 import threading
 
 from twisted.internet import defer
-from twisted.internet.task import Clock
-from twisted.internet.testing import FakeDatagramTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.harness import (
@@ -38,9 +36,9 @@ from tests.harness import (
     lines_until,
     wait_for,
 )
-from tests.test_client import SERVER, FakeStdio
+from tests.test_client import FakeServerTestCase, FakeStdio
 from udpchat import console, wire
-from udpchat.session import NO_REPLY, ChatClient
+from udpchat.session import NO_REPLY
 
 NO_REPLY_WARNING = "no reply from 127.0.0.1 port 12345 within 2 s (is the server running?)"
 UP = "\x1b[A"
@@ -443,7 +441,7 @@ class FakeScreen:
         return defer.succeed(None)
 
 
-class ChatSessionTestCase(SynchronousTestCase):
+class ChatSessionTestCase(FakeServerTestCase):
     """
     A L{console.ChatSession} through a real L{ChatClient}, on a fake
     transport and clock; the test answers as the server would.
@@ -454,17 +452,12 @@ class ChatSessionTestCase(SynchronousTestCase):
         A session joining as C{name}, on the screen L{screen_for} makes; its
         complaints to stderr go to C{self.complaints}.
         """
-        self.clock = Clock()
-        self.transport = FakeDatagramTransport()
         self.complaints = []
         session = console.ChatSession(
             name, terminal=terminal, environ={}, complain=self.complaints.append
         )
-        client = ChatClient(
-            SERVER, self.clock, show=session.show, warn=session.warn, poll_interval=0, timeout=2
-        )
-        client.makeConnection(self.transport)
-        session.attach(client, self.screen_for(session))
+        self.connect(session.show, session.warn, poll_interval=0)
+        session.attach(self.client, self.screen_for(session))
         return session
 
     def screen_for(self, session):
@@ -472,15 +465,9 @@ class ChatSessionTestCase(SynchronousTestCase):
         self.screen = FakeScreen()
         return self.screen
 
-    def sent(self):
-        return [datagram for datagram, address in self.transport.written]
-
-    def answer(self, session, reply):
-        session.client.datagramReceived(reply, SERVER)
-
-    def joined(self, session, reply=b"Bo"):
+    def joined(self, reply=b"Bo"):
         """The server accepts the join, with the member list C{reply}."""
-        self.answer(session, reply)
+        self.answer(reply)
 
 
 class ChatSessionTests(ChatSessionTestCase):
@@ -494,11 +481,11 @@ class ChatSessionTests(ChatSessionTestCase):
         session.line_received(b"hi")
         session.line_received(b"/poll")
         self.assertEqual(self.sent(), [b"1 Alice"])
-        self.answer(session, b"Bo")
+        self.answer(b"Bo")
         self.assertEqual(self.sent(), [b"1 Alice", b"2 hi"])
-        self.answer(session, b"")
+        self.answer(b"")
         self.assertEqual(self.sent()[-1], b"5")
-        self.answer(session, b"Bo: yo\n[3 lines dropped]\nBo has left the group")
+        self.answer(b"Bo: yo\n[3 lines dropped]\nBo has left the group")
         self.assertEqual(
             self.screen.said,
             [
@@ -513,13 +500,13 @@ class ChatSessionTests(ChatSessionTestCase):
     def test_on_a_terminal_lines_do_not_wait_for_replies(self):
         """On a terminal each line is acted on at once; replies are matched as they come."""
         session = self.session(terminal=True)
-        self.joined(session)
+        self.joined()
         session.line_received(b"one")
         session.line_received(b"/help")
         session.line_received(b"two")
         self.assertIn((console.HELP.splitlines()[0], console.PLAIN), self.screen.said)
-        self.answer(session, b"")
-        self.answer(session, b"")
+        self.answer(b"")
+        self.answer(b"")
         self.assertEqual(self.sent(), [b"1 Alice", b"2 one", b"2 two"])
         self.assertEqual(
             [text for text, kind in self.screen.said if text.startswith("Alice:")],
@@ -529,9 +516,9 @@ class ChatSessionTests(ChatSessionTestCase):
     def test_member_list_reads_as_a_sentence(self):
         """The reply to the join is shown as who is in the group, "and N more" included."""
         alone = self.session()
-        self.joined(alone, b"")
+        self.joined(b"")
         crowded = self.session()
-        self.joined(crowded, b"Cy, Bo, and 998 more")
+        self.joined(b"Cy, Bo, and 998 more")
         self.assertEqual(
             [alone.io.said, crowded.io.said],
             [
@@ -543,7 +530,7 @@ class ChatSessionTests(ChatSessionTestCase):
     def test_unacknowledged_message_is_reported(self):
         """A message with no reply is shown as not delivered, with its text."""
         session = self.session()
-        self.joined(session)
+        self.joined()
         session.line_received(b"hi")
         self.clock.advance(2)
         self.assertIn(
@@ -554,9 +541,9 @@ class ChatSessionTests(ChatSessionTestCase):
     def test_refused_message_is_reported(self):
         """A message the server refuses is shown as not delivered, with a hint."""
         session = self.session()
-        self.joined(session)
+        self.joined()
         session.line_received(b"hi")
-        self.answer(session, wire.ILLEGAL)
+        self.answer(wire.ILLEGAL)
         self.assertEqual(
             self.screen.said[-1],
             ("(not delivered: the server refused it; still a member?) Alice: hi", console.PROBLEM),
@@ -576,7 +563,7 @@ class ChatSessionTests(ChatSessionTestCase):
         """Without a terminal, a refused name is explained; nothing typed is sent; status 1."""
         session = self.session(name="Bo")
         session.line_received(b"hello")
-        self.answer(session, wire.ILLEGAL)
+        self.answer(wire.ILLEGAL)
         self.assertEqual(self.successResultOf(session.closed), NO_REPLY)
         self.assertEqual(self.sent(), [b"1 Bo"])
         self.assertEqual(
@@ -588,7 +575,7 @@ class ChatSessionTests(ChatSessionTestCase):
         """On a terminal a refused name is put back on the input line, to edit and retry."""
         session = self.session(terminal=True)
         session.line_received(b"typed early")
-        self.answer(session, wire.ILLEGAL)
+        self.answer(wire.ILLEGAL)
         self.assertEqual((self.screen.prompt, self.screen.input), ("Name: ", "Alice"))
         self.assertEqual(
             self.screen.said,
@@ -606,7 +593,7 @@ class ChatSessionTests(ChatSessionTestCase):
         self.assertEqual(self.screen.input, "a,b")
         session.line_received(b"Cy")
         self.assertEqual(self.sent(), [b"1 Alice", b"1 Cy"])
-        self.answer(session, b"")
+        self.answer(b"")
         self.assertEqual(self.screen.prompt, "Cy> ")
         self.assertIn(("You are alone in the group", console.EVENT), self.screen.said)
 
@@ -624,7 +611,7 @@ class ChatSessionTests(ChatSessionTestCase):
         """Asked for a name, /quit or Ctrl-D ends the session; nothing more is sent."""
         for end in (b"/quit", None):
             session = self.session(terminal=True)
-            self.answer(session, wire.ILLEGAL)
+            self.answer(wire.ILLEGAL)
             if end is None:
                 session.input_ended()
             else:
@@ -635,9 +622,9 @@ class ChatSessionTests(ChatSessionTestCase):
     def test_reply_that_is_no_acknowledgement(self):
         """Lines in place of an acknowledgement are shown, and the message unconfirmed."""
         session = self.session()
-        self.joined(session, b"")
+        self.joined(b"")
         session.line_received(b"hi")
-        self.answer(session, b"Bo: late")
+        self.answer(b"Bo: late")
         self.assertEqual(
             self.screen.said[1:],
             [
@@ -652,11 +639,11 @@ class ChatSessionTests(ChatSessionTestCase):
     def test_nick_rename_and_refusal(self):
         """/nick changes the prompt once accepted, and explains a refusal."""
         session = self.session()
-        self.joined(session, b"")
+        self.joined(b"")
         session.line_received(b"/nick Al")
-        self.answer(session, b"")
+        self.answer(b"")
         session.line_received(b"/nick Bo")
-        self.answer(session, wire.ILLEGAL)
+        self.answer(wire.ILLEGAL)
         session.line_received(b"/nick Al")
         session.line_received(b"/nick")
         session.line_received(b"/nick a,b")
@@ -680,7 +667,7 @@ class ChatSessionTests(ChatSessionTestCase):
     def test_nick_without_reply(self):
         """A /nick with no reply says the old name may still hold."""
         session = self.session()
-        self.joined(session, b"")
+        self.joined(b"")
         session.line_received(b"/nick Al")
         self.clock.advance(2)
         self.assertEqual(
@@ -692,13 +679,13 @@ class ChatSessionTests(ChatSessionTestCase):
     def test_poll_says_what_came(self):
         """/poll shows the lines, or that none came, or why it failed."""
         session = self.session()
-        self.joined(session, b"")
+        self.joined(b"")
         for reply in (b"", b"Bo: hi", wire.ILLEGAL, None):
             session.line_received(b"/poll")
             if reply is None:
                 self.clock.advance(2)
             else:
-                self.answer(session, reply)
+                self.answer(reply)
         self.assertEqual(
             self.screen.said[1:],
             [
@@ -717,13 +704,13 @@ class ChatSessionTests(ChatSessionTestCase):
     def test_raw_sends_the_line_and_follows_names(self):
         """/raw sends its line as typed and shows the reply; a name taken through it is ours."""
         session = self.session()
-        self.joined(session, b"")
+        self.joined(b"")
         session.line_received(b"/raw 3 Zed")
-        self.answer(session, b"")
+        self.answer(b"")
         session.line_received(b"/raw 5")
-        self.answer(session, b"Bo: a\nBo: b")
+        self.answer(b"Bo: a\nBo: b")
         session.line_received(b"/raw 9 junk")
-        self.answer(session, wire.ILLEGAL)
+        self.answer(wire.ILLEGAL)
         session.line_received(b"/raw 5")
         self.clock.advance(2)
         self.assertEqual(self.sent(), [b"1 Alice", b"3 Zed", b"5", b"9 junk", b"5"])
@@ -744,11 +731,11 @@ class ChatSessionTests(ChatSessionTestCase):
     def test_raw_leave_and_join_take_the_new_name(self):
         """Leaving with /raw 4 and joining again with /raw 1 Dee makes Dee the session's name."""
         session = self.session()
-        self.joined(session, b"")
+        self.joined(b"")
         session.line_received(b"/raw 4")
-        self.answer(session, b"")
+        self.answer(b"")
         session.line_received(b"/raw 1 Dee")
-        self.answer(session, b"Bo")
+        self.answer(b"Bo")
         self.assertEqual(self.sent(), [b"1 Alice", b"4", b"1 Dee"])
         self.assertEqual(self.screen.prompt, "Dee> ")
         self.assertEqual(
@@ -759,7 +746,7 @@ class ChatSessionTests(ChatSessionTestCase):
     def test_raw_line_too_long_is_not_sent(self):
         """A /raw line longer than any request is refused locally."""
         session = self.session()
-        self.joined(session, b"")
+        self.joined(b"")
         session.line_received(b"/raw 2 " + b"x" * 1025)
         self.assertEqual(self.sent(), [b"1 Alice"])
         self.assertEqual(
@@ -770,7 +757,7 @@ class ChatSessionTests(ChatSessionTestCase):
     def test_lines_the_protocol_refuses_are_explained_and_not_sent(self):
         """Blank, too long, control characters, not UTF-8, unknown commands: explained, not sent."""
         session = self.session()
-        self.joined(session, b"")
+        self.joined(b"")
         for line in (b"   ", b"x" * 1025, b"2 \x01", b"caf\xe9", b"/bogus", b"/raw", b""):
             session.line_received(line)
         session.line_refused(None)
@@ -801,32 +788,32 @@ class ChatSessionTests(ChatSessionTestCase):
     def test_a_message_may_begin_with_a_slash_typed_twice(self):
         """A line beginning with // is the message with one slash; a CR at its end is dropped."""
         session = self.session()
-        self.joined(session, b"")
+        self.joined(b"")
         session.line_received(b"//slash\r")
-        self.answer(session, b"")
+        self.answer(b"")
         self.assertEqual(self.sent(), [b"1 Alice", b"2 /slash"])
         self.assertEqual(self.screen.said[-1], ("Alice: /slash", console.PLAIN))
 
     def test_quit_leaves_and_ignores_what_follows(self):
         """/quit leaves; the lines after it are not sent; the session ends with 0."""
         session = self.session()
-        self.joined(session, b"")
+        self.joined(b"")
         session.line_received(b"/quit")
         session.line_received(b"after")
         self.assertEqual(self.sent(), [b"1 Alice", b"4"])
-        self.answer(session, b"")
+        self.answer(b"")
         self.assertEqual(self.successResultOf(session.closed), 0)
         self.assertTrue(self.screen.closed)
 
     def test_interrupt_leaves(self):
         """Ctrl-C leaves the group once the request in flight is answered."""
         session = self.session(terminal=True)
-        self.joined(session, b"")
+        self.joined(b"")
         session.line_received(b"hi")
         session.interrupt()
-        self.answer(session, b"")
+        self.answer(b"")
         self.assertEqual(self.sent(), [b"1 Alice", b"2 hi", b"4"])
-        self.answer(session, b"")
+        self.answer(b"")
         self.assertEqual(self.successResultOf(session.closed), 0)
 
     def test_end_of_input_leaves_after_the_lines_typed(self):
@@ -834,18 +821,18 @@ class ChatSessionTests(ChatSessionTestCase):
         session = self.session()
         session.line_received(b"hi")
         session.input_ended()
-        self.joined(session, b"")
-        self.answer(session, b"")
+        self.joined(b"")
+        self.answer(b"")
         self.assertEqual(self.sent(), [b"1 Alice", b"2 hi", b"4"])
-        self.answer(session, b"")
+        self.answer(b"")
         self.assertEqual(self.successResultOf(session.closed), 0)
 
     def test_hostile_server_lines_reach_the_screen_decoded(self):
         """Bytes that are not UTF-8 in the server's lines are shown as U+FFFD."""
         session = self.session()
-        self.joined(session, b"B\xff")
+        self.joined(b"B\xff")
         session.line_received(b"/poll")
-        self.answer(session, b"B\xff: \xfe")
+        self.answer(b"B\xff: \xfe")
         self.assertEqual(
             self.screen.said,
             [("In the group: B\ufffd", console.EVENT), ("B\ufffd: \ufffd", console.PLAIN)],
@@ -867,14 +854,14 @@ class LineScreenTests(ChatSessionTestCase):
         """Lines are said, commands act, bad lines are explained on stderr, no control codes."""
         session = self.session()
         stdin = self.stdio.protocol
-        self.joined(session, b"Bo")
+        self.joined(b"Bo")
         stdin.dataReceived(b"hello\n")
-        self.answer(session, b"")
+        self.answer(b"")
         stdin.dataReceived(b"/poll\n/nick Al\n/raw 2 raw\n/bogus\n2 \x01\n//slash\n   \n")
         for reply in (b"Bo: hi Alice\nBo changed his name to Bob", b"", b"", b""):
-            self.answer(session, reply)
+            self.answer(reply)
         stdin.readConnectionLost()
-        self.answer(session, b"")
+        self.answer(b"")
         self.assertEqual(self.successResultOf(session.closed), 0)
         self.assertEqual(
             self.sent(), [b"1 Alice", b"2 hello", b"5", b"3 Al", b"2 raw", b"2 /slash", b"4"]
@@ -905,9 +892,9 @@ class LineScreenTests(ChatSessionTestCase):
     def test_help_and_quit_without_the_end_of_input(self):
         """/help prints the commands; /quit leaves and ends with 0; lines after it are not sent."""
         session = self.session()
-        self.joined(session, b"Bo")
+        self.joined(b"Bo")
         self.stdio.protocol.dataReceived(b"/help\n/quit\nafter\n")
-        self.answer(session, b"")
+        self.answer(b"")
         self.assertEqual(self.successResultOf(session.closed), 0)
         self.assertEqual(self.sent(), [b"1 Alice", b"4"])
         self.assertIn(
@@ -918,16 +905,16 @@ class LineScreenTests(ChatSessionTestCase):
 
     def test_control_characters_from_the_server_are_not_printed(self):
         """A server's escape sequence reaches stdout as U+FFFD."""
-        session = self.session()
-        self.joined(session, b"Bo")
+        self.session()
+        self.joined(b"Bo")
         self.stdio.protocol.dataReceived(b"/poll\n")
-        self.answer(session, "Bo: a\x1b[2Jb".encode())
+        self.answer("Bo: a\x1b[2Jb".encode())
         self.assertEqual(self.stdio.lines()[-1], "Bo: a\ufffd[2Jb")
 
     def test_a_line_too_long_for_any_request_is_refused_before_it_ends(self):
         """A line longer than /raw and the largest request is explained, never sent."""
-        session = self.session()
-        self.joined(session, b"")
+        self.session()
+        self.joined(b"")
         for piece in (b"y" * 1500, b"y" * 1500, b"\nok\n"):  # as a pipe brings it
             self.stdio.protocol.dataReceived(piece)
         self.assertEqual(self.sent(), [b"1 Alice", b"2 ok"])
@@ -939,11 +926,11 @@ class LineScreenTests(ChatSessionTestCase):
     def test_missing_replies_are_summed_up_at_the_end(self):
         """Messages with no reply: each reported, then a summary, and exit status 1."""
         session = self.session()
-        self.joined(session, b"")
+        self.joined(b"")
         self.stdio.protocol.dataReceived(b"hi\n")
         self.stdio.protocol.readConnectionLost()
         self.clock.advance(2)
-        self.answer(session, b"")
+        self.answer(b"")
         self.assertEqual(self.successResultOf(session.closed), NO_REPLY)
         self.assertEqual(
             self.complaints,

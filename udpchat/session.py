@@ -288,8 +288,9 @@ class Session:
     waiting for the server.  Subclasses open their input and output in
     L{start}, and hand them to L{attach} (which tests call with fakes).
 
-    @param complain: shows the client's own messages (str) once the input
-        and output are closed, and the raw console's always: stderr.
+    @param complain: writes one of the client's own messages (str) to
+        stderr: the raw console's warnings, and the count of requests that
+        got no reply, said once the input and output are closed.
 
     @ivar io: the input and output, anything with a C{close()} that returns
         a L{Deferred}.
