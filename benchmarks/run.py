@@ -472,11 +472,20 @@ def machine():
     }
     try:
         with open("/proc/cpuinfo") as cpuinfo:
-            info["cpu"] = next(
-                line.split(":", 1)[1].strip()
-                for line in cpuinfo
-                if line.startswith("model name")
-            )
+            fields = {}
+            for line in cpuinfo:
+                if not line.strip():
+                    break  # the first processor is enough
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+        info["cpu"] = fields.get("model name", "?")
+        # A virtual machine may name only the brand ("AMD EPYC"): the
+        # family and model tell its generation.
+        info["cpu_id"] = " ".join(
+            f"{key.split()[-1]} {fields[key]}"
+            for key in ("vendor_id", "cpu family", "model", "stepping")
+            if key in fields
+        )
         with open("/proc/meminfo") as meminfo:
             info["memory_mib"] = int(meminfo.readline().split()[1]) // 1024
     except (OSError, StopIteration):
@@ -805,7 +814,9 @@ def main(argv=None):
     m = results["machine"]
     print(f"\nudpchat {m.get('udpchat')} (commit {m.get('commit', '?')}), "
           f"Twisted {m.get('twisted')}, Python {m.get('python')}, "
-          f"{m.get('cores')} x {m.get('cpu')}; {results['settings']['duration']:g} s per run, "
+          f"{m.get('cores')} x {m.get('cpu')}"
+          f"{' (' + m['cpu_id'] + ')' if m.get('cpu_id') else ''}; "
+          f"{results['settings']['duration']:g} s per run, "
           f"CPU% = % of one core\n")
     print(table(results))
     if results.get("state_runs"):

@@ -1,9 +1,10 @@
 """
 The room written out naively, as a reference for property tests: one queue
-per member with every line copied into it, plain lists, linear scans.
+per member with every line copied into it, plain lists, linear scans.  And
+L{replica}: a room rebuilt from what another reported changed.
 """
 
-from udpchat.room import Expired, Joined, Left, Renamed
+from udpchat.room import Expired, Joined, Left, Renamed, Room
 from udpchat.wire import ILLEGAL, Fetch, IllegalMessage, Join, Leave, Rename, Say, parse_request
 
 
@@ -53,7 +54,7 @@ class ModelRoom:
         self.queues = {}  # source -> [(line number, line)]
         self.dropped = {}  # source -> lines dropped since the last notice
         self.last_seen = {}  # source -> time, longest silent first
-        self.changes = []
+        self.events = []  # since they were last taken
         self.broadcasts = 0
 
     def _queue(self, author, line):
@@ -74,7 +75,7 @@ class ModelRoom:
             source, seen = next(iter(self.last_seen.items()))
             if seen + self.idle_timeout > now:
                 break
-            self.changes.append(Expired(source, self._remove(source)))
+            self.events.append(Expired(source, self._remove(source)))
 
     def pending(self, source):
         """What the member's next polls would deliver, after the limits."""
@@ -110,7 +111,7 @@ class ModelRoom:
             self.queues[source] = []
             self.dropped[source] = 0
             self.last_seen[source] = now
-            self.changes.append(Joined(source, request.name))
+            self.events.append(Joined(source, request.name))
             return reply
         if name is None:
             return ILLEGAL
@@ -121,10 +122,10 @@ class ModelRoom:
                 return ILLEGAL
             self._queue(source, f"{name} changed his name to {request.name}".encode())
             self.names[source] = request.name
-            self.changes.append(Renamed(source, name, request.name))
+            self.events.append(Renamed(source, name, request.name))
         elif isinstance(request, Leave):
             self._remove(source)
-            self.changes.append(Left(source, name))
+            self.events.append(Left(source, name))
         else:
             assert isinstance(request, Fetch)
             return self._fetch(source)
@@ -151,9 +152,30 @@ class ModelRoom:
         self.queues[source] = queue[len(queue) - len(kept) + taken :]
         return b"\n".join(lines)
 
+    def take_events(self):
+        """The membership events since this was last asked, oldest first."""
+        events, self.events = self.events, []
+        return events
+
     def state(self):
+        """The members, in join order, and what each has pending."""
         return (
             list(self.names.items()),
             {source: self.pending(source) for source in self.names},
-            list(self.changes),
         )
+
+
+def replica(changes, **options):
+    """
+    A new room, made with C{options}, rebuilt from C{changes}: everything a
+    room reported, merged in order by L{udpchat.room.Changes.then}, which
+    is all that a store or a replica learns of it.
+    """
+    room = Room(track_state=True, **options)
+    room.restore(
+        sorted(changes.members),  # by id: in join order
+        [(author, line) for _, author, line in changes.lines],
+        changes.first,
+        changes.next_id,
+    )
+    return room

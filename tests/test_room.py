@@ -6,10 +6,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from udpchat.room import Expired, Joined, Left, Reader, Renamed, Room, SharedLog
+from udpchat.room import Changes, Expired, Joined, Left, MemberState, Renamed, Room
 from udpchat.wire import ILLEGAL
 
-from tests.model import ModelRoom
+from tests.model import ModelRoom, replica
 
 PROPERTY = settings(max_examples=200, deadline=None)
 
@@ -21,17 +21,40 @@ E = ("::ffff:127.0.0.1", 4000)
 SOURCES = (A, B, C, D, E)
 
 
-def state(room):
+def held(room):
     """
-    Everything the room lets a test observe, in one comparable value.
+    What the room holds, in one comparable value: its members, what each
+    has pending, and how many lines it stores.
     """
     members = room.members()
-    return (
-        members,
-        {source: room.pending(source) for source, _ in members},
-        list(room.changes),
-        room.stored_lines,
-    )
+    return (members, {source: room.pending(source) for source, _ in members}, room.stored_lines)
+
+
+def state(room):
+    """
+    Everything the room lets a test observe, in one comparable value: its
+    members, what each has pending, what it reports changed since it last
+    reported (which it then reports no more), and how many lines it holds.
+    """
+    members, pending, stored = held(room)
+    return (members, pending, room.take_changes(), stored)
+
+
+def settled_state(room):
+    """
+    L{state} once the room has reported its changes: what a request that
+    changes nothing leaves as it was.
+    """
+    room.take_changes()
+    return state(room)
+
+
+def reported(events, first, next_id):
+    """
+    What a room that does not track state reports: its events, where its
+    log starts and the id the next member gets.
+    """
+    return Changes(events, [], [], [], first, next_id)
 
 
 def joined_room(*names, **kwargs):
@@ -65,7 +88,7 @@ class RoomTests(SynchronousTestCase):
         reply = room.receive(A, b"1 Al", 0)
         self.assertEqual(
             (reply, state(room)),
-            (b"", ([(A, "Al")], {A: []}, [Joined(A, "Al")], 0)),
+            (b"", ([(A, "Al")], {A: []}, reported([Joined(A, "Al")], 1, 1), 0)),
         )
 
     def test_join_replies_other_names_newest_first(self):
@@ -81,7 +104,7 @@ class RoomTests(SynchronousTestCase):
             (
                 [(A, "Al"), (B, "Bo"), (C, "Cy")],
                 {A: [b"Bo has joined", b"Cy has joined"], B: [b"Cy has joined"], C: []},
-                [Joined(A, "Al"), Joined(B, "Bo"), Joined(C, "Cy")],
+                reported([Joined(A, "Al"), Joined(B, "Bo"), Joined(C, "Cy")], 1, 3),
                 2,
             ),
         )
@@ -111,8 +134,8 @@ class RoomTests(SynchronousTestCase):
 
     def test_join_from_member_is_illegal(self):
         """A member sending C{1 Name}, under any name, gets C{Illegal message}."""
-        room = joined_room("Al", "Bo")
-        before = state(room)
+        room = joined_room("Al", "Bo", track_state=True)
+        before = settled_state(room)
         self.assertEqual(
             ([room.receive(A, b"1 Zed", 0), room.receive(A, b"1 Al", 0), room.receive(B, b"1 Al", 0)], state(room)),
             ([ILLEGAL] * 3, before),
@@ -120,8 +143,8 @@ class RoomTests(SynchronousTestCase):
 
     def test_join_with_taken_name_is_illegal(self):
         """A name is unique in the room: joining under a member's name is illegal."""
-        room = joined_room("Al", "Bo")
-        before = state(room)
+        room = joined_room("Al", "Bo", track_state=True)
+        before = settled_state(room)
         self.assertEqual((room.receive(C, b"1 Bo", 0), state(room)), (ILLEGAL, before))
 
     def test_names_are_unique_by_exact_match(self):
@@ -134,8 +157,8 @@ class RoomTests(SynchronousTestCase):
 
     def test_join_with_invalid_name_is_illegal(self):
         """Names the wire rules refuse cannot join."""
-        room = joined_room("Al")
-        before = state(room)
+        room = joined_room("Al", track_state=True)
+        before = settled_state(room)
         datagrams = [b"1 ", b"1  Bo", b"1 Bo ", b"1 B,o", b"1 " + b"x" * 33, b"1 Illegal message",
                      b"1 and 3 more", "1 B\u200bo".encode(), b"1 B\x00o", b"1 \xff"]
         self.assertEqual(
@@ -148,7 +171,7 @@ class RoomTests(SynchronousTestCase):
         room = joined_room("Al", "Bo", "Cy")
         reply = room.receive(B, b"2 hello\n", 0)
         self.assertEqual(
-            (reply, state(room)[:3]),
+            (reply, state(room)),
             (
                 b"",
                 (
@@ -158,7 +181,8 @@ class RoomTests(SynchronousTestCase):
                         B: [b"Cy has joined"],
                         C: [b"Bo: hello"],
                     },
-                    [Joined(A, "Al"), Joined(B, "Bo"), Joined(C, "Cy")],
+                    reported([Joined(A, "Al"), Joined(B, "Bo"), Joined(C, "Cy")], 1, 3),
+                    3,
                 ),
             ),
         )
@@ -176,14 +200,14 @@ class RoomTests(SynchronousTestCase):
 
     def test_say_from_non_member_is_illegal(self):
         """C{2 Text} from a source that has not joined is illegal."""
-        room = joined_room("Al")
-        before = state(room)
+        room = joined_room("Al", track_state=True)
+        before = settled_state(room)
         self.assertEqual((room.receive(B, b"2 hi", 0), state(room)), (ILLEGAL, before))
 
     def test_say_with_invalid_text_is_illegal(self):
         """Blank, oversized or control-laden texts are refused and queue nothing."""
-        room = joined_room("Al", "Bo")
-        before = state(room)
+        room = joined_room("Al", "Bo", track_state=True)
+        before = settled_state(room)
         datagrams = [
             b"2 ", b"2  ", b"2 \t", b"2 " + b"x" * 1025, b"2 a\x00b", b"2 a\rb",
             "2 a\u2028b".encode(), b"2 \xc3", b"2 hi\n\n",
@@ -228,7 +252,7 @@ class RoomTests(SynchronousTestCase):
                         B: [b"Cy has joined", b"Al changed his name to Ann"],
                         C: [b"Al changed his name to Ann"],
                     },
-                    [Joined(A, "Al"), Joined(B, "Bo"), Joined(C, "Cy"), Renamed(A, "Al", "Ann")],
+                    reported([Joined(A, "Al"), Joined(B, "Bo"), Joined(C, "Cy"), Renamed(A, "Al", "Ann")], 1, 3),
                     3,
                 ),
             ),
@@ -242,20 +266,20 @@ class RoomTests(SynchronousTestCase):
 
     def test_rename_to_own_name_is_illegal(self):
         """C{3} with the member's current name is illegal."""
-        room = joined_room("Al", "Bo")
-        before = state(room)
+        room = joined_room("Al", "Bo", track_state=True)
+        before = settled_state(room)
         self.assertEqual((room.receive(A, b"3 Al", 0), state(room)), (ILLEGAL, before))
 
     def test_rename_to_taken_name_is_illegal(self):
         """C{3} with another member's name is illegal."""
-        room = joined_room("Al", "Bo")
-        before = state(room)
+        room = joined_room("Al", "Bo", track_state=True)
+        before = settled_state(room)
         self.assertEqual((room.receive(A, b"3 Bo\n", 0), state(room)), (ILLEGAL, before))
 
     def test_rename_to_invalid_name_is_illegal(self):
         """C{3} with a name the wire rules refuse is illegal."""
-        room = joined_room("Al", "Bo")
-        before = state(room)
+        room = joined_room("Al", "Bo", track_state=True)
+        before = settled_state(room)
         datagrams = [
             b"3", b"3 ", b"3 A,l", b"3 Al ", b"3 and 1 more", b"3 Illegal message",
             b"3 " + b"y" * 33, "3 \u2029".encode(),
@@ -267,8 +291,8 @@ class RoomTests(SynchronousTestCase):
 
     def test_rename_from_non_member_is_illegal(self):
         """C{3 New} from a source that has not joined is illegal."""
-        room = joined_room("Al")
-        before = state(room)
+        room = joined_room("Al", track_state=True)
+        before = settled_state(room)
         self.assertEqual((room.receive(B, b"3 Bo", 0), state(room)), (ILLEGAL, before))
 
     def test_old_name_is_free_after_rename(self):
@@ -306,7 +330,7 @@ class RoomTests(SynchronousTestCase):
                         A: [b"Bo has joined", b"Cy has joined", b"Bo has left the group"],
                         C: [b"Bo has left the group"],
                     },
-                    [Joined(A, "Al"), Joined(B, "Bo"), Joined(C, "Cy"), Left(B, "Bo")],
+                    reported([Joined(A, "Al"), Joined(B, "Bo"), Joined(C, "Cy"), Left(B, "Bo")], 1, 3),
                     3,
                 ),
             ),
@@ -314,9 +338,9 @@ class RoomTests(SynchronousTestCase):
 
     def test_left_member_is_no_longer_a_member(self):
         """After C{4}, requests 2 to 5 from that source are illegal."""
-        room = joined_room("Al", "Bo")
+        room = joined_room("Al", "Bo", track_state=True)
         room.receive(B, b"4", 0)
-        before = state(room)
+        before = settled_state(room)
         self.assertEqual(
             ([room.receive(B, d, 0) for d in (b"2 hi", b"3 Bob", b"4", b"5")], state(room)),
             ([ILLEGAL] * 4, before),
@@ -335,8 +359,8 @@ class RoomTests(SynchronousTestCase):
 
     def test_leave_from_non_member_is_illegal(self):
         """C{4} from a source that has not joined is illegal."""
-        room = joined_room("Al")
-        before = state(room)
+        room = joined_room("Al", track_state=True)
+        before = settled_state(room)
         self.assertEqual((room.receive(B, b"4", 0), state(room)), (ILLEGAL, before))
 
     def test_last_member_can_leave(self):
@@ -344,7 +368,7 @@ class RoomTests(SynchronousTestCase):
         room = joined_room("Al")
         self.assertEqual(
             (room.receive(A, b"4", 0), state(room)),
-            (b"", ([], {}, [Joined(A, "Al"), Left(A, "Al")], 0)),
+            (b"", ([], {}, reported([Joined(A, "Al"), Left(A, "Al")], 2, 1), 0)),
         )
 
     def test_fetch_returns_pending_lines_oldest_first_and_takes_them(self):
@@ -365,8 +389,8 @@ class RoomTests(SynchronousTestCase):
 
     def test_fetch_from_non_member_is_illegal(self):
         """C{5} from a source that has not joined is illegal."""
-        room = joined_room("Al")
-        before = state(room)
+        room = joined_room("Al", track_state=True)
+        before = settled_state(room)
         self.assertEqual((room.receive(B, b"5", 0), state(room)), (ILLEGAL, before))
 
     def test_fetch_only_takes_whole_lines_that_fit(self):
@@ -443,11 +467,11 @@ class RoomTests(SynchronousTestCase):
 
     def test_malformed_requests_are_illegal_and_change_nothing(self):
         """Every kind of bad request, from members and strangers, leaves the whole state alone."""
-        room = joined_room("Al", "Bo", "Cy")
+        room = joined_room("Al", "Bo", "Cy", track_state=True)
         room.receive(A, b"3 Ann", 0)
         room.receive(B, b"2 hi", 0)
         room.receive(C, b"5", 0)
-        before = state(room)
+        before = settled_state(room)
         datagrams = [
             b"", b"\n", b"\xff\xfe", b"0", b"6", b"6 x", b" 5", b"+5", "\u0665".encode(), b"5 ", b"4 ",
             b"4 x", b"5 x", b"1", b"2", b"3", b"2 ", b"1 Bo", b"1 Cy", b"3 Bo", b"3 Ann",
@@ -458,11 +482,11 @@ class RoomTests(SynchronousTestCase):
 
     def test_illegal_requests_leave_state_untouched(self):
         """An illegal request changes no member, name, queue, change list or storage."""
-        room = joined_room("Al", "Bo", "Cy")
+        room = joined_room("Al", "Bo", "Cy", track_state=True)
         room.receive(B, b"2 hi", 0)
         room.receive(C, b"3 Cyd", 0)
         room.receive(A, b"5", 0)
-        before = state(room)
+        before = settled_state(room)
         datagrams = [b"1 Bo", b"1 Zed", b"3 Bo", b"3 Cyd", b"2 \x07", b"3 ,", b"4 now", b"5 please", b"7"]
         replies = [room.receive(source, d, 0) for source in (A, B, C) for d in datagrams]
         replies += [room.receive(D, d, 0) for d in (b"2 hi", b"3 Di", b"4", b"5", b"1 Bo", b"1 and 9 more")]
@@ -507,26 +531,260 @@ class RoomTests(SynchronousTestCase):
         ),
     )
     def test_room_follows_protocol_table(self, cap, steps):
-        """Random datagrams from a few sources get the table's replies, within the cap, never an exception."""
-        room, model = Room(max_reply_bytes=cap), ModelRoom(cap)
-        for source, datagram in steps:
+        """Random datagrams from a few sources get the table's replies, within the cap, never an exception; what the room reports changed rebuilds it."""
+        room, model = Room(max_reply_bytes=cap, track_state=True), ModelRoom(cap)
+        known = room.take_changes()
+
+        def request(source, datagram):
+            # The room and the model answer alike; then a room rebuilt from
+            # all the room reported holds what the room holds.
+            nonlocal known
             reply = room.receive(source, datagram, 0)
             self.assertEqual(reply, model.receive(source, datagram), (source, datagram))
             self.assertLessEqual(len(reply), cap)
-            self.assertEqual(state(room)[:3], model.state())
+            changes = room.take_changes()
+            known = known.then(changes)
+            copy = replica(known, max_reply_bytes=cap)
+            # Every member's whole state, which a later poll could reveal.
+            everyone = room.take_changes(everyone=True)
+            known = known.then(everyone)
+            self.assertEqual(
+                (held(room)[:2], changes.events, held(copy), copy.take_changes(everyone=True)),
+                (model.state(), model.take_events(), held(room), everyone),
+            )
+            return reply
+
+        for source, datagram in steps:
+            request(source, datagram)
             longest = max((len(q) for q in model.queues.values()), default=0)
             self.assertTrue(longest <= room.stored_lines <= model.broadcasts, room.stored_lines)
         # Everybody polls until nothing is left for it: then nothing is stored.
         stuck = False
         for source in list(model.names):
             for _ in range(len(steps) + 2):
-                reply = room.receive(source, b"5", 0)
-                self.assertEqual(reply, model.receive(source, b"5"))
-                if reply == b"":
+                if request(source, b"5") == b"":
                     break
             stuck = stuck or model.queues[source] != []
         if not stuck:
-            self.assertEqual((state(room)[1], room.stored_lines), ({s: [] for s in model.names}, 0))
+            self.assertEqual(held(room)[1:], ({s: [] for s in model.names}, 0))
+
+
+class TakeChangesTests(SynchronousTestCase):
+    """
+    Tests for L{Room.take_changes}: what changed, handed out once, as one
+    value, for the adapter to pass to the log and the store.
+    """
+
+    def tracked(self, *joins, **kwargs):
+        """
+        A room that tracks its state, in which C{SOURCES[i]} joined at time
+        C{joins[i][1]} as C{joins[i][0]}, its joins already reported.
+        """
+        room = Room(track_state=True, **kwargs)
+        for source, (name, now) in zip(SOURCES, joins):
+            room.receive(source, b"1 " + name.encode(), now)
+        room.take_changes()
+        return room
+
+    def test_untracked_room_reports_events_only(self):
+        """Without track_state, the changes are the events and the numbering, even for everyone."""
+        room = Room()
+        for source, datagram in [(A, b"1 Al"), (B, b"1 Bo"), (B, b"2 hi"), (A, b"5")]:
+            room.receive(source, datagram, 0)
+        self.assertEqual(
+            (room.take_changes(), room.take_changes(everyone=True)),
+            (reported([Joined(A, "Al"), Joined(B, "Bo")], 3, 2), reported([], 3, 2)),
+        )
+
+    def test_join_reports_the_member_and_the_line(self):
+        """A join reports the event, the new member's whole state, and the line the others will read."""
+        room = Room(track_state=True)
+        room.receive(A, b"1 Al", 5)
+        first = room.take_changes()
+        room.receive(B, b"1 Bo", 6)
+        self.assertEqual(
+            (first, room.take_changes()),
+            (
+                Changes([Joined(A, "Al")], [MemberState(0, A, "Al", 1, 0, 5)], [], [], 1, 1),
+                Changes(
+                    [Joined(B, "Bo")],
+                    [MemberState(1, B, "Bo", 2, 0, 6)],
+                    [],
+                    [(1, None, b"Bo has joined")],
+                    1,
+                    2,
+                ),
+            ),
+        )
+
+    def test_each_change_is_reported_once(self):
+        """Once taken, changes are not reported again."""
+        room = self.tracked(("Al", 0), ("Bo", 0))
+        self.assertEqual(room.take_changes(), Changes([], [], [], [], 1, 2))
+
+    def test_say_reports_the_line_and_a_caught_up_author(self):
+        """A line is reported with its author's id; an author with nothing unread is reported moved past it."""
+        room = self.tracked(("Al", 0), ("Bo", 0))
+        room.receive(A, b"5", 1)
+        room.take_changes()
+        room.receive(A, b"2 hi", 7)
+        caught_up = room.take_changes()
+        room.receive(B, b"2 yo", 8)  # Bo has "Al: hi" unread: it stays put
+        self.assertEqual(
+            (caught_up, room.take_changes()),
+            (
+                Changes([], [MemberState(0, A, "Al", 3, 0, 7)], [], [(2, 0, b"Al: hi")], 2, 2),
+                Changes([], [], [], [(3, 1, b"Bo: yo")], 2, 2),
+            ),
+        )
+
+    def test_fetch_reports_the_new_position(self):
+        """A poll that takes lines reports the member's new position; a poll with nothing new reports nothing."""
+        room = self.tracked(("Al", 0), ("Bo", 0))
+        room.receive(B, b"2 x", 1)
+        room.take_changes()
+        reply = room.receive(A, b"5", 3)
+        fetched = room.take_changes()
+        room.receive(A, b"5", 4)
+        self.assertEqual(
+            (reply, fetched, room.take_changes()),
+            (
+                b"Bo has joined\nBo: x",
+                Changes([], [MemberState(0, A, "Al", 3, 0, 3)], [], [], 3, 2),
+                Changes([], [], [], [], 3, 2),
+            ),
+        )
+
+    def test_rename_reports_the_new_name(self):
+        """A rename reports the event, the member under its new name, and the line."""
+        room = self.tracked(("Al", 0), ("Bo", 0))
+        room.receive(A, b"3 Ann", 2)
+        self.assertEqual(
+            room.take_changes(),
+            Changes(
+                [Renamed(A, "Al", "Ann")],
+                [MemberState(0, A, "Ann", 1, 0, 2)],
+                [],
+                [(2, 0, b"Al changed his name to Ann")],
+                1,
+                2,
+            ),
+        )
+
+    def test_leave_reports_the_member_removed(self):
+        """A leave reports the event, the id of the member removed, and the line."""
+        room = self.tracked(("Al", 0), ("Bo", 0))
+        room.receive(B, b"4", 3)
+        self.assertEqual(
+            room.take_changes(),
+            Changes([Left(B, "Bo")], [], [1], [(2, None, b"Bo has left the group")], 1, 2),
+        )
+
+    def test_expiry_reports_the_member_removed(self):
+        """An expired member is reported removed, as if it had left."""
+        room = self.tracked(("Al", 0), ("Bo", 5), idle_timeout=10)
+        room.expire(10)
+        self.assertEqual(
+            room.take_changes(),
+            Changes([Expired(A, "Al")], [], [0], [(2, None, b"Al has left the group")], 2, 2),
+        )
+
+    def test_everyone_reports_every_member_with_its_idle_time(self):
+        """Requests that change only when a member was heard from are reported for everyone only."""
+        room = self.tracked(("Al", 0), ("Bo", 1))
+        room.receive(A, b"5", 5)
+        room.take_changes()
+        room.receive(B, b"5", 6)  # nothing new for Bo
+        room.receive(A, b"junk", 7)
+        self.assertEqual(
+            (room.take_changes(), room.take_changes(everyone=True)),
+            (
+                Changes([], [], [], [], 2, 2),
+                Changes(
+                    [], [MemberState(0, A, "Al", 2, 0, 7), MemberState(1, B, "Bo", 2, 0, 6)], [], [], 2, 2
+                ),
+            ),
+        )
+
+    def test_member_whose_own_line_was_forgotten_is_reported(self):
+        """When the log forgets a member's own unread line, the member is reported with its new position."""
+        room = self.tracked(("Al", 0), ("Bo", 0), max_pending=1)  # the log holds 2 lines
+        room.receive(A, b"2 a1", 0)
+        room.receive(A, b"2 a2", 0)  # "Bo has joined" forgotten: Al lost it
+        lines = room.take_changes()
+        room.receive(A, b"2 a3", 0)  # a1 forgotten: Al's own
+        self.assertEqual(
+            (lines, room.take_changes(), room.receive(A, b"5", 0)),
+            (
+                Changes([], [], [], [(2, 0, b"Al: a1"), (3, 0, b"Al: a2")], 2, 2),
+                Changes([], [MemberState(0, A, "Al", 2, 0, 0)], [], [(4, 0, b"Al: a3")], 3, 2),
+                b"[1 line dropped]",
+            ),
+        )
+
+    def test_then_merges_changes_in_order(self):
+        """Changes followed by later ones: all events, the latest state of members not removed, the lines still held."""
+        earlier = Changes(
+            [Joined(B, "Bo")],
+            [MemberState(0, A, "Al", 1, 0, 0), MemberState(1, B, "Bo", 1, 0, 0)],
+            [],
+            [(1, 0, b"x"), (2, 1, b"y")],
+            1,
+            2,
+        )
+        later = Changes([Left(B, "Bo")], [MemberState(0, A, "Ann", 3, 0, 1)], [1], [(3, None, b"z")], 2, 3)
+        self.assertEqual(
+            earlier.then(later),
+            Changes(
+                [Joined(B, "Bo"), Left(B, "Bo")],
+                [MemberState(0, A, "Ann", 3, 0, 1)],
+                [1],
+                [(2, 1, b"y"), (3, None, b"z")],
+                2,
+                3,
+            ),
+        )
+
+    def test_changes_are_true_when_something_changed(self):
+        """Changes are false when they hold nothing to save but the numbering."""
+        self.assertEqual(
+            [
+                bool(Changes([], [], [], [], 4, 5)),
+                bool(Changes([Joined(A, "Al")], [], [], [], 0, 0)),
+                bool(Changes([], [MemberState(0, A, "Al", 1, 0, 0)], [], [], 0, 0)),
+                bool(Changes([], [], [0], [], 0, 0)),
+                bool(Changes([], [], [], [(0, None, b"x")], 0, 0)),
+            ],
+            [False, True, True, True, True],
+        )
+
+    def test_restored_room_reports_no_change(self):
+        """A room rebuilt from what another reported has nothing to report itself."""
+        room = Room(track_state=True)
+        for source, datagram, now in [(A, b"1 Al", 0), (B, b"1 Bo", 1), (A, b"2 hi", 2)]:
+            room.receive(source, datagram, now)
+        copy = replica(room.take_changes())  # all since it was made
+        self.assertEqual(
+            (copy.take_changes(), held(copy)),
+            (Changes([], [], [], [], 1, 2), held(room)),
+        )
+
+    def test_restore_into_a_smaller_log_reports_the_members_it_moved(self):
+        """Restored with a smaller backlog, the room reports the members whose own lines it forgot, so a second restart counts only the lines they lost."""
+        room = Room(track_state=True, max_pending=50, idle_timeout=0)
+        room.receive(A, b"1 Al", 0)
+        room.receive(B, b"1 Bo", 0)
+        for i in range(80):
+            room.receive(A, b"2 %d" % (i,), 0)  # Al still has "Bo has joined" unread
+        known = room.take_changes()  # all since it was made
+        first = replica(known, max_pending=2, idle_timeout=0)
+        moved = first.take_changes()
+        second = replica(known.then(moved), max_pending=2, idle_timeout=0)
+        polls = [b"[1 line dropped]", b"[78 lines dropped]\nAl: 78\nAl: 79"]
+        self.assertEqual(
+            (moved, [second.receive(s, b"5", 0) for s in (A, B)], [first.receive(s, b"5", 0) for s in (A, B)]),
+            (Changes([], [MemberState(0, A, "Al", 77, 0, 0)], [], [], 78, 2), polls, polls),
+        )
 
 
 class SharedStorageTests(SynchronousTestCase):
@@ -633,234 +891,3 @@ class SharedStorageTests(SynchronousTestCase):
                 expected = b"\n".join(b"Al: %d" % (j,) for j in range(i - 9, i + 1))
                 self.assertEqual(room.receive(B, b"5", 0), expected)
         self.assertEqual((peak, room.stored_lines), (10, 0))
-
-
-class SharedLogTests(SynchronousTestCase):
-    """
-    Tests for L{SharedLog}, where each broadcast line is stored once.
-    """
-
-    def readers(self, log, count):
-        """C{count} new readers, added to C{log} in order."""
-        readers = [Reader() for _ in range(count)]
-        for reader in readers:
-            log.add_reader(reader)
-        return readers
-
-    def test_new_log_holds_nothing(self):
-        """A new log is empty."""
-        self.assertEqual(len(SharedLog()), 0)
-
-    def test_line_without_readers_is_released_at_once(self):
-        """A line appended with no reader to need it is not held."""
-        log = SharedLog()
-        log.append(None, b"x")
-        self.assertEqual(len(log), 0)
-
-    def test_line_is_held_until_its_reader_reads_it(self):
-        """A line is held while a reader is before it, and released once read."""
-        log = SharedLog()
-        [reader] = self.readers(log, 1)
-        log.append(None, b"x")
-        held = len(log)
-        self.assertEqual((held, log.read(reader, 100), reader.position, len(log)), (1, [b"x"], 1, 0))
-
-    def test_new_reader_sees_only_later_lines(self):
-        """A reader added after a line does not get it."""
-        log = SharedLog()
-        [first] = self.readers(log, 1)
-        log.append(None, b"a")
-        [second] = self.readers(log, 1)
-        log.append(None, b"b")
-        self.assertEqual(
-            (log.read(second, 100), log.read(first, 100), len(log)),
-            ([b"b"], [b"a", b"b"], 0),
-        )
-
-    def test_read_skips_readers_own_lines(self):
-        """A reader is never given lines it is the author of, and reads past them."""
-        log = SharedLog()
-        me, other = self.readers(log, 2)
-        log.append(other, b"theirs")  # "me" is now behind
-        log.append(me, b"mine")
-        log.append(other, b"theirs again")
-        log.append(me, b"mine again")
-        self.assertEqual(
-            (log.peek(me), log.unread(me), log.read(me, 100), me.position, list(me.own)),
-            ([b"theirs", b"theirs again"], 2, [b"theirs", b"theirs again"], 4, []),
-        )
-
-    def test_caught_up_author_skips_its_own_line_at_once(self):
-        """An author with nothing unread is moved past its own line when it writes it."""
-        log = SharedLog()
-        me, other = self.readers(log, 2)
-        log.append(me, b"mine")
-        self.assertEqual((me.position, me.own, log.unread(me), log.peek(other)), (1, None, 0, [b"mine"]))
-
-    def test_read_takes_whole_lines_that_fit(self):
-        """Reading takes the oldest lines that fit the byte limit, separators included."""
-        log = SharedLog()
-        [reader] = self.readers(log, 1)
-        for line in (b"aaaa", b"bbbb", b"cc"):
-            log.append(None, line)
-        first = log.read(reader, 8)
-        second = log.read(reader, 9)
-        self.assertEqual(
-            (first, second, len(log), log.read(reader, 9), reader.position),
-            ([b"aaaa"], [b"bbbb", b"cc"], 0, [], 3),
-        )
-
-    def test_line_is_held_until_every_reader_passes_it(self):
-        """With two readers, a line goes only when both have read it."""
-        log = SharedLog()
-        r1, r2 = self.readers(log, 2)
-        log.append(None, b"a")
-        log.append(None, b"b")
-        lengths = [len(log)]
-        log.read(r1, 100)
-        lengths.append(len(log))
-        log.read(r2, 100)
-        lengths.append(len(log))
-        self.assertEqual(lengths, [2, 2, 0])
-
-    def test_remove_reader_releases_what_only_it_needed(self):
-        """Removing the slowest reader releases the lines the others have passed."""
-        log = SharedLog()
-        [slow] = self.readers(log, 1)
-        log.append(None, b"a")
-        [fast] = self.readers(log, 1)
-        log.append(None, b"b")
-        before = len(log)
-        log.remove_reader(slow)
-        after = len(log)
-        self.assertEqual((before, after, log.read(fast, 100), len(log)), (2, 1, [b"b"], 0))
-
-    def test_remove_one_of_two_readers_at_a_position(self):
-        """Readers at the same position are counted: removing one keeps the lines for the other."""
-        log = SharedLog()
-        r1, r2 = self.readers(log, 2)
-        log.append(None, b"a")
-        log.remove_reader(r1)
-        held = len(log)
-        self.assertEqual((held, log.read(r2, 100), len(log)), (1, [b"a"], 0))
-
-    def test_capacity_forgets_oldest_lines(self):
-        """A log with a capacity never holds more lines than that, read or not."""
-        log = SharedLog(capacity=3)
-        [reader] = self.readers(log, 1)
-        for i in range(5):
-            log.append(None, b"%d" % (i,))
-        self.assertEqual((len(log), log.peek(reader), log.unread(reader)), (3, [b"2", b"3", b"4"], 3))
-
-    def test_discard_counts_forgotten_lines(self):
-        """A reader behind forgotten lines loses them, and is told how many."""
-        log = SharedLog(capacity=3)
-        [reader] = self.readers(log, 1)
-        for i in range(5):
-            log.append(None, b"%d" % (i,))
-        self.assertEqual(
-            (log.discard(reader, 10), reader.position, log.read(reader, 100), log.discard(reader, 10)),
-            (2, 2, [b"2", b"3", b"4"], 0),
-        )
-
-    def test_discard_keeps_newest_lines(self):
-        """Discarding down to C{keep} lines drops the oldest unread ones."""
-        log = SharedLog()
-        [reader] = self.readers(log, 1)
-        for i in range(5):
-            log.append(None, b"%d" % (i,))
-        self.assertEqual((log.discard(reader, 2), log.read(reader, 100), len(log)), (3, [b"3", b"4"], 0))
-
-    def test_forgotten_own_lines_are_not_counted_as_lost(self):
-        """A reader's own lines that the log forgot are not lines it lost."""
-        log = SharedLog(capacity=4)
-        me, other = self.readers(log, 2)
-        log.append(other, b"o1")
-        for i in range(5):
-            log.append(me, b"m%d" % (i,))
-        log.append(other, b"o2")
-        # The log holds m2 m3 m4 o2: o1, m0 and m1 are forgotten.
-        self.assertEqual(
-            (me.own_forgotten, log.discard(me, 10), log.read(me, 100), list(me.own)),
-            (2, 1, [b"o2"], []),
-        )
-
-    def test_discard_skips_own_lines_among_the_dropped(self):
-        """Own lines are never counted toward what C{keep} keeps."""
-        log = SharedLog()
-        me, other = self.readers(log, 2)
-        for line in (b"o1", b"m1", b"o2", b"m2", b"o3"):
-            log.append(me if line.startswith(b"m") else other, line)
-        self.assertEqual((log.unread(me), log.discard(me, 1), log.read(me, 100), len(log.peek(other))), (3, 2, [b"o3"], 2))
-
-    @PROPERTY
-    @given(
-        st.integers(1, 6),
-        st.lists(
-            st.tuples(
-                st.sampled_from(["add", "append", "append", "read", "remove", "discard"]),
-                st.integers(0, 5),
-                st.binary(min_size=1, max_size=12),
-                st.integers(0, 40),
-            ),
-            max_size=80,
-        ),
-    )
-    def test_log_agrees_with_a_list_per_reader(self, capacity, operations):
-        """Any mix of operations gives what a naive list of lines gives, and holds only what is needed."""
-        log = SharedLog(capacity=capacity)
-        lines = []  # (author, line), all ever appended
-        readers = {}  # Reader -> index into lines
-        order = []
-        for op, which, line, limit in operations:
-            if op == "add":
-                reader = Reader()
-                log.add_reader(reader)
-                readers[reader] = len(lines)
-                order.append(reader)
-            elif op == "append":
-                author = order[which % len(order)] if order and which < 4 else None
-                log.append(author, line)
-                if author is not None and readers[author] == len(lines):
-                    readers[author] += 1
-                lines.append((author, line))
-            elif not order:
-                continue
-            else:
-                reader = order[which % len(order)]
-                position = max(readers[reader], len(lines) - capacity)
-                if op == "remove":
-                    log.remove_reader(reader)
-                    del readers[reader]
-                    order.remove(reader)
-                    continue
-                if op == "discard":
-                    theirs = [i for i in range(position, len(lines)) if lines[i][0] is not reader]
-                    lost = len([i for i in range(readers[reader], position) if lines[i][0] is not reader])
-                    dropped = theirs[: max(0, len(theirs) - limit)]
-                    self.assertEqual(log.discard(reader, limit), lost + len(dropped))
-                    readers[reader] = dropped[-1] + 1 if dropped else position
-                    continue
-                log.discard(reader, len(lines))
-                taken, size, index = [], -1, position
-                while index < len(lines):
-                    author, text = lines[index]
-                    if author is not reader:
-                        size += 1 + len(text)
-                        if size > limit:
-                            break
-                        taken.append(text)
-                    index += 1
-                self.assertEqual(log.read(reader, limit), taken)
-                readers[reader] = index
-            held = len(lines) - max(min(readers.values(), default=len(lines)), len(lines) - capacity)
-            self.assertEqual(
-                (len(log), [log.peek(r) for r in order]),
-                (
-                    held,
-                    [
-                        [text for author, text in lines[max(readers[r], len(lines) - capacity) :] if author is not r]
-                        for r in order
-                    ],
-                ),
-            )

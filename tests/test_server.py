@@ -3,11 +3,16 @@ Tests for L{udpchat.server}: the datagram adapter around a room, its log
 events, and the service that serves it on a socket bound beforehand.
 """
 
+import ipaddress
+import os
 import socket
+import sqlite3
+import tempfile
+from collections import Counter
 
-from twisted.internet import reactor
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import MessageLengthError
 from twisted.internet.task import Clock
@@ -18,16 +23,22 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from udpchat.binding import bind_udp
 from udpchat import limits
-from udpchat.room import Room
+from udpchat.room import Changes, MemberState, Renamed, Room
 from udpchat.server import (
+    CHECKPOINT_INTERVAL,
+    EXPIRY_INTERVAL,
+    SUMMARY_INTERVAL,
     ChatServerProtocol,
     ChatService,
     canonical_address,
     format_address,
+    periodic_services,
 )
+from udpchat.store import Store
 from udpchat.wire import ILLEGAL
 
 from tests.model import ModelRoom
+from tests.test_store import read_back
 
 AL = ("127.0.0.1", 4000)
 BO = ("127.0.0.1", 4001)
@@ -94,25 +105,43 @@ class AddressTests(SynchronousTestCase):
         self.assertEqual(format_address(("::1", 5, 0, 0)), "[::1]:5")
 
 
+def start_timers(testcase, protocol, clock):
+    """
+    Start the timer services of C{protocol} on C{clock}, as makeService
+    does (each runs once at once); they stop when the test ends.
+    """
+    services = periodic_services(protocol, clock)
+    for service in services:
+        service.startService()
+        testcase.addCleanup(stop_service, service)
+    return services
+
+
+def stop_service(service):
+    """Stop C{service} unless it is stopped already."""
+    if service.running:
+        service.stopService()
+
+
 class ProtocolTestMixin:
     """
     Build a L{ChatServerProtocol} on a fake transport and a fake clock.
     """
 
-    def connect(self, log_level=None):
+    def connect(self, log_level=None, transport=None, **kwargs):
         """
         Return a connected protocol; its transport and clock are
-        C{self.transport} and C{self.clock}.
+        C{self.transport} and C{self.clock}.  Without a store it sends each
+        reply at once; it ends its batches C{clock.callLater(0)}.
         """
         self.clock = Clock()
-        self.transport = FakeDatagramTransport()
+        self.transport = FakeDatagramTransport() if transport is None else transport
         # No idle timeout, so that the only timer is the summary's; the
         # idle sweep has tests of its own.
         room = Room(idle_timeout=0)
-        if log_level is None:
-            proto = ChatServerProtocol(room, self.clock)
-        else:
-            proto = ChatServerProtocol(room, self.clock, log_level=log_level)
+        if log_level is not None:
+            kwargs["log_level"] = log_level
+        proto = ChatServerProtocol(room, self.clock, **kwargs)
         proto.makeConnection(self.transport)
         return proto
 
@@ -217,15 +246,28 @@ class ChatServerProtocolTests(ProtocolTestMixin, SynchronousTestCase):
         )
         self.assertEqual(proto.room.pending(BO), [b"Al: " + b"a" * 1024])
 
-    def test_changes_are_cleared_once_handled(self):
-        """The room's list of changes is empty after each datagram."""
+    def test_changes_are_taken_at_the_end_of_each_batch(self):
+        """At the end of a batch the adapter has taken all the room reported: nothing is left for anyone else."""
         proto = self.proto
         proto.datagramReceived(b"1 Al", AL)
-        self.assertEqual(proto.room.changes, [])
         proto.datagramReceived(b"3 Cy", AL)
-        self.assertEqual(proto.room.changes, [])
+        self.clock.advance(0)
+        after_first = proto.room.take_changes()
         proto.datagramReceived(b"4", AL)
-        self.assertEqual(proto.room.changes, [])
+        self.clock.advance(0)
+        self.assertEqual(
+            (after_first, proto.room.take_changes(), self.clock.getDelayedCalls()),
+            (Changes([], [], [], [], 2, 1), Changes([], [], [], [], 3, 1), []),
+        )
+
+    def test_one_batch_end_is_scheduled_per_batch(self):
+        """However many datagrams arrive before the batch ends, one call ends it."""
+        proto = self.proto
+        for _ in range(10):
+            proto.datagramReceived(b"junk", AL)
+        pending = [call.getTime() for call in self.clock.getDelayedCalls()]
+        proto.flush()
+        self.assertEqual((pending, self.clock.getDelayedCalls()), ([0], []))
 
 
 class ChatServerProtocolLoggingTests(ProtocolTestMixin, SynchronousTestCase):
@@ -247,6 +289,7 @@ class ChatServerProtocolLoggingTests(ProtocolTestMixin, SynchronousTestCase):
         proto = self.connect()
         with capturedLogs() as events:
             proto.datagramReceived(b"1 Al", AL)
+            self.clock.advance(0)
         self.assertEqual(
             fields(events, *self.keys, "name", "source"),
             [
@@ -265,8 +308,10 @@ class ChatServerProtocolLoggingTests(ProtocolTestMixin, SynchronousTestCase):
         """A rename logs one info event with both names and the source."""
         proto = self.connect()
         proto.datagramReceived(b"1 Al", AL)
+        self.clock.advance(0)
         with capturedLogs() as events:
             proto.datagramReceived(b"3 Cy", AL)
+            self.clock.advance(0)
         self.assertEqual(
             fields(events, *self.keys, "old", "new", "source"),
             [
@@ -286,8 +331,10 @@ class ChatServerProtocolLoggingTests(ProtocolTestMixin, SynchronousTestCase):
         """A leave logs one info event with the name and the source."""
         proto = self.connect()
         proto.datagramReceived(b"1 Al", AL)
+        self.clock.advance(0)
         with capturedLogs() as events:
             proto.datagramReceived(b"4", AL)
+            self.clock.advance(0)
         self.assertEqual(
             fields(events, *self.keys, "name", "source"),
             [
@@ -302,11 +349,36 @@ class ChatServerProtocolLoggingTests(ProtocolTestMixin, SynchronousTestCase):
             ],
         )
 
+    def test_changes_are_logged_once_at_the_end_of_the_batch(self):
+        """The membership changes of a batch are logged when it ends, in order, once."""
+        proto = self.connect()
+        with capturedLogs() as events:
+            proto.datagramReceived(b"1 Al", AL)
+            proto.datagramReceived(b"1 Bo", BO)
+            proto.datagramReceived(b"3 Cy", AL)
+            proto.datagramReceived(b"4", BO)
+            during = list(events)
+            self.clock.advance(0)
+            proto.flush()
+        self.assertEqual(
+            (during, fields(events, "log_format", "name", "old", "new")),
+            (
+                [],
+                [
+                    {"log_format": "{name!r} joined from {source}", "name": "Al", "old": None, "new": None},
+                    {"log_format": "{name!r} joined from {source}", "name": "Bo", "old": None, "new": None},
+                    {"log_format": "{old!r} at {source} renamed to {new!r}", "name": None, "old": "Al", "new": "Cy"},
+                    {"log_format": "{name!r} at {source} left", "name": "Bo", "old": None, "new": None},
+                ],
+            ),
+        )
+
     def test_mapped_source_is_logged_as_ipv4(self):
         """An IPv4-mapped source is logged as its IPv4 address."""
         proto = self.connect()
         with capturedLogs() as events:
             proto.datagramReceived(b"1 Al", MAPPED_AL)
+            self.clock.advance(0)
         self.assertEqual(fields(events, "source"), [{"source": "127.0.0.1:4000"}])
 
     def test_ipv6_source_is_logged_in_brackets(self):
@@ -314,6 +386,7 @@ class ChatServerProtocolLoggingTests(ProtocolTestMixin, SynchronousTestCase):
         proto = self.connect()
         with capturedLogs() as events:
             proto.datagramReceived(b"1 Al", ("::1", 5))
+            self.clock.advance(0)
         self.assertEqual(fields(events, "source"), [{"source": "[::1]:5"}])
 
     def test_chat_line_and_poll_log_nothing_at_info(self):
@@ -321,10 +394,12 @@ class ChatServerProtocolLoggingTests(ProtocolTestMixin, SynchronousTestCase):
         proto = self.connect()
         proto.datagramReceived(b"1 Al", AL)
         proto.datagramReceived(b"1 Bo", BO)
+        self.clock.advance(0)
         with capturedLogs() as events:
             proto.datagramReceived(b"2 hello", AL)
             proto.datagramReceived(b"5", BO)
             proto.datagramReceived(b"5", AL)
+            self.clock.advance(0)
         self.assertEqual(events, [])
         self.assertEqual(
             self.transport.written[2:],
@@ -335,6 +410,7 @@ class ChatServerProtocolLoggingTests(ProtocolTestMixin, SynchronousTestCase):
         """At the default level, no event holds any chat text."""
         proto = self.connect()
         with capturedLogs() as events:
+            start_timers(self, proto, self.clock)
             proto.datagramReceived(b"1 Al", AL)
             proto.datagramReceived(b"1 Bo", BO)
             proto.datagramReceived(b"2 sekrit words", AL)
@@ -361,6 +437,7 @@ class ChatServerProtocolLoggingTests(ProtocolTestMixin, SynchronousTestCase):
             proto.datagramReceived(b"5", AL)
             proto.datagramReceived(b"junk", ("::1", 5))
             proto.datagramReceived(oversize, AL)
+            self.clock.advance(0)
         debug = at_level(events, LogLevel.debug)
         self.assertEqual(
             {event["log_namespace"] for event in debug}, {PROTOCOL_NAMESPACE}
@@ -381,6 +458,7 @@ class ChatServerProtocolLoggingTests(ProtocolTestMixin, SynchronousTestCase):
         proto = self.connect(log_level=LogLevel.debug)
         with capturedLogs() as events:
             proto.datagramReceived(b"1 Al", AL)
+            self.clock.advance(0)
         self.assertEqual(
             fields(events, "log_level", "name"),
             [
@@ -396,6 +474,7 @@ class ChatServerProtocolLoggingTests(ProtocolTestMixin, SynchronousTestCase):
             proto.datagramReceived(b"1 Al", AL)
             proto.datagramReceived(b"3 Cy", AL)
             proto.datagramReceived(b"4", AL)
+            self.clock.advance(0)
         self.assertEqual(events, [])
         self.assertEqual(self.transport.written, [(b"", AL)] * 3)
 
@@ -403,16 +482,18 @@ class ChatServerProtocolLoggingTests(ProtocolTestMixin, SynchronousTestCase):
         """At warn, the illegal-request summary is not logged."""
         proto = self.connect(log_level=LogLevel.warn)
         with capturedLogs() as events:
+            start_timers(self, proto, self.clock)
             proto.datagramReceived(b"junk", AL)
             self.clock.advance(60)
             proto.datagramReceived(b"junk", AL)
             proto.doStop()
-        self.assertEqual(events, [])
+        self.assertEqual((events, proto.counts), ([], Counter({"illegal": 2})))
 
 
-class IllegalRequestSummaryTests(ProtocolTestMixin, SynchronousTestCase):
+class SummaryTests(ProtocolTestMixin, SynchronousTestCase):
     """
-    Tests for the periodic summary of illegal requests.
+    Tests for the summary line: what was refused, dropped, unsent or failed
+    since the last one, logged by a timer every SUMMARY_INTERVAL seconds.
     """
 
     keys = ("log_level", "log_namespace", "illegal", "seconds")
@@ -426,12 +507,30 @@ class IllegalRequestSummaryTests(ProtocolTestMixin, SynchronousTestCase):
             "seconds": seconds,
         }
 
+    def test_periodic_services(self):
+        """The summary always has a timer; the idle sweep one with an idle timeout, the checkpoint one with a store."""
+        clock = Clock()
+        plain = ChatServerProtocol(Room(idle_timeout=0), clock)
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        saved = Store(os.path.join(directory.name, "room.db"))
+        full = ChatServerProtocol(Room(idle_timeout=30, track_state=True), clock, store=saved)
+        self.assertEqual(
+            [[(service.step, service.call[0]) for service in periodic_services(p, clock)] for p in (plain, full)],
+            [
+                [(SUMMARY_INTERVAL, plain.log_summary)],
+                [(SUMMARY_INTERVAL, full.log_summary), (EXPIRY_INTERVAL, full.sweep), (CHECKPOINT_INTERVAL, full.checkpoint)],
+            ],
+        )
+
     def test_burst_is_logged_once_after_interval(self):
-        """1000 illegal requests log nothing at once and one event 60s later."""
+        """1000 illegal requests log nothing at once and one event at the end of the interval."""
         proto = self.connect()
+        start_timers(self, proto, self.clock)
         with capturedLogs() as events:
             for port in range(1000):
                 proto.datagramReceived(b"junk", ("127.0.0.1", 10000 + port))
+            self.clock.advance(0)
             self.assertEqual(events, [])
             self.clock.advance(59)
             self.assertEqual(events, [])
@@ -442,11 +541,13 @@ class IllegalRequestSummaryTests(ProtocolTestMixin, SynchronousTestCase):
             [(ILLEGAL, ("127.0.0.1", 10000 + port)) for port in range(1000)],
         )
 
-    def test_one_delayed_call_per_interval(self):
-        """However many illegal requests arrive, one summary is scheduled."""
+    def test_summary_is_one_timer_however_much_arrives(self):
+        """However many illegal requests arrive, the only timer is the summary's."""
         proto = self.connect()
+        start_timers(self, proto, self.clock)
         for _ in range(100):
             proto.datagramReceived(b"junk", AL)
+        self.clock.advance(0)
         self.assertEqual(
             [call.getTime() for call in self.clock.getDelayedCalls()], [60]
         )
@@ -454,7 +555,9 @@ class IllegalRequestSummaryTests(ProtocolTestMixin, SynchronousTestCase):
     def test_legal_requests_are_not_counted(self):
         """Only illegal requests are counted in the summary."""
         proto = self.connect()
+        start_timers(self, proto, self.clock)
         proto.datagramReceived(b"1 Al", AL)
+        self.clock.advance(0)
         with capturedLogs() as events:
             proto.datagramReceived(b"junk", AL)
             proto.datagramReceived(b"2 hi", AL)
@@ -464,55 +567,105 @@ class IllegalRequestSummaryTests(ProtocolTestMixin, SynchronousTestCase):
         self.assertEqual(fields(events, *self.keys), [self.summary(2, 60)])
 
     def test_no_summary_without_illegal_requests(self):
-        """Without illegal requests nothing is scheduled or logged."""
+        """An interval with nothing to count logs nothing; the timer keeps its pace."""
         proto = self.connect()
+        start_timers(self, proto, self.clock)
         proto.datagramReceived(b"1 Al", AL)
+        self.clock.advance(0)
         with capturedLogs() as events:
             proto.datagramReceived(b"2 hi", AL)
             proto.datagramReceived(b"5", AL)
             self.clock.advance(600)
-        self.assertEqual(self.clock.getDelayedCalls(), [])
-        self.assertEqual(events, [])
+        self.assertEqual(
+            (events, [call.getTime() for call in self.clock.getDelayedCalls()]), ([], [660])
+        )
 
-    def test_illegal_request_after_summary_starts_new_interval(self):
-        """After a summary, the next illegal request starts a new interval."""
+    def test_summary_covers_the_interval_since_the_last(self):
+        """Each summary counts what came since the previous tick of the timer, not since the first count."""
         proto = self.connect()
-        for _ in range(5):
-            proto.datagramReceived(b"junk", AL)
-        self.clock.advance(60)
-        self.assertEqual(self.clock.getDelayedCalls(), [])
-        self.clock.advance(30)
+        start_timers(self, proto, self.clock)
         with capturedLogs() as events:
+            self.clock.advance(30)
             proto.datagramReceived(b"junk", AL)
-            self.assertEqual(
-                [call.getTime() for call in self.clock.getDelayedCalls()], [150]
-            )
-            self.clock.advance(59)
-            self.assertEqual(events, [])
-            self.clock.advance(1)
-        self.assertEqual(fields(events, *self.keys), [self.summary(1, 60)])
+            self.clock.advance(30)  # t=60: the first summary
+            first = fields(events, *self.keys)
+            self.clock.advance(60)  # t=120: nothing to count, nothing logged
+            self.clock.advance(10)
+            proto.datagramReceived(b"junk", AL)
+            proto.datagramReceived(b"junk", AL)
+            self.clock.advance(49)
+            before_tick = len(events)
+            self.clock.advance(1)  # t=180
+        self.assertEqual(
+            (first, before_tick, fields(events, *self.keys)),
+            ([self.summary(1, 60)], 1, [self.summary(1, 60), self.summary(2, 60)]),
+        )
 
-    def test_stop_flushes_pending_summary_once(self):
-        """Stopping logs the pending summary once and cancels its call."""
+    def test_counts_keep_totals_while_summaries_report_differences(self):
+        """The counts only grow, for a scrape to read; each summary reports what they grew by."""
+        clock = Clock()
+        proto = limited_protocol(clock, **{"request-rate": 1, "request-burst": 2})
+        start_timers(self, proto, clock)
+        source = ("192.0.2.1", 5)
+        with capturedLogs() as events:
+            for _ in range(4):
+                proto.datagramReceived(b"junk", source)  # 2 illegal, 2 over the rate
+            clock.advance(60)
+            after_first = proto.counts.copy()
+            proto.datagramReceived(b"junk", source)  # the bucket refilled
+            clock.advance(60)
+        self.assertEqual(
+            (after_first, proto.counts, fields(events, "illegal", "dropped")),
+            (
+                Counter({"illegal": 2, limits.OVER_RATE: 2}),
+                Counter({"illegal": 3, limits.OVER_RATE: 2}),
+                [
+                    {"illegal": 2, "dropped": {limits.OVER_RATE: 2}},
+                    {"illegal": 1, "dropped": {}},
+                ],
+            ),
+        )
+
+    def test_log_summary_reports_since_the_last_summary(self):
+        """Called by hand, the summary counts what came since the last one, over the time since."""
         proto = self.connect()
+        with capturedLogs() as events:
+            self.clock.advance(5)
+            proto.datagramReceived(b"junk", AL)
+            self.clock.advance(10)
+            proto.log_summary()
+            proto.log_summary()  # nothing since: nothing logged
+            proto.datagramReceived(b"junk", AL)
+            self.clock.advance(20)
+            proto.log_summary()
+        self.assertEqual(fields(events, *self.keys), [self.summary(1, 15), self.summary(1, 20)])
+
+    def test_stop_logs_what_the_last_summary_did_not_count(self):
+        """Stopping logs one summary of what came since the last, and leaves no timer."""
+        proto = self.connect()
+        services = start_timers(self, proto, self.clock)
         with capturedLogs() as events:
             for _ in range(3):
                 proto.datagramReceived(b"junk", AL)
             self.clock.advance(10)
+            for service in reversed(services):  # as MultiService stops them
+                service.stopService()
             proto.doStop()
             self.assertEqual(self.clock.getDelayedCalls(), [])
             self.clock.advance(60)
         self.assertEqual(fields(events, *self.keys), [self.summary(3, 10)])
 
-    def test_stop_without_pending_summary_logs_nothing(self):
-        """Stopping after the summary was logged logs nothing more."""
+    def test_stop_right_after_a_summary_logs_nothing(self):
+        """Stopping just after a summary, with nothing new counted, logs nothing more."""
         proto = self.connect()
+        services = start_timers(self, proto, self.clock)
         proto.datagramReceived(b"junk", AL)
         self.clock.advance(60)
         with capturedLogs() as events:
+            for service in reversed(services):
+                service.stopService()
             proto.doStop()
-        self.assertEqual(events, [])
-        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual((events, self.clock.getDelayedCalls()), ([], []))
 
 
 def limited_protocol(clock, exempt="none", **options):
@@ -566,11 +719,13 @@ class ProtocolLimitsTests(SynchronousTestCase):
         with capturedLogs() as events:
             for source in [("127.0.0.1", 0), ("192.0.2.1", 0), ("0.0.0.0", 5), ("255.255.255.255", 5), ("::", 5), ("ff02::1", 5), ("224.0.0.9", 5)]:
                 proto.datagramReceived(b"1 Al", source)
+            self.clock.advance(0)
         self.assertEqual((proto.transport.written, proto.room.members(), events), ([], [], []))
 
     def test_over_rate_is_dropped_unanswered_and_summarised(self):
         """Requests beyond the burst get no reply and change nothing; one summary line counts them."""
         proto = limited_protocol(self.clock, **{"request-rate": 1, "request-burst": 2})
+        start_timers(self, proto, self.clock)
         source = ("192.0.2.1", 5)
         with capturedLogs() as events:
             for name in (b"Al", b"Bo", b"Cy", b"Di"):
@@ -616,16 +771,19 @@ class ProtocolLimitsTests(SynchronousTestCase):
                 proto.datagramReceived(b"1 Al", AL)
                 proto.datagramReceived(b"2 hi", AL)
                 self.clock.advance(60)
+                proto.log_summary()
             self.assertEqual(
-                (proto.room.members(), [e.get("unsent") for e in events if "unsent" in e], [e for e in events if e.get("log_failure")]),
-                ([(AL, "Al")], [2], []),
+                (proto.room.members(), [e.get("unsent") for e in events if "unsent" in e], [e for e in events if e.get("log_failure")], proto.counts),
+                ([(AL, "Al")], [2], [], Counter({"unsent": 2})),
             )
 
     def test_idle_members_are_swept_without_traffic(self):
         """With no datagram at all, a silent member is removed, logged at info."""
         proto = limited_protocol(self.clock, **{"idle-timeout": 30})
+        services = start_timers(self, proto, self.clock)
         proto.datagramReceived(b"1 Al", ("192.0.2.1", 5))
         proto.datagramReceived(b"1 Bo", ("192.0.2.2", 5))
+        self.clock.advance(0)
         with capturedLogs() as events:
             self.clock.advance(29)
             proto.datagramReceived(b"5", ("192.0.2.2", 5))
@@ -635,15 +793,33 @@ class ProtocolLimitsTests(SynchronousTestCase):
             (proto.room.members(), [formatEvent(e) for e in events]),
             ([(("192.0.2.2", 5), "Bo")], ["'Al' at 192.0.2.1:5 removed after 30 seconds of silence"]),
         )
+        for service in reversed(services):
+            service.stopService()
         proto.doStop()
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
-class RoomWithABug(Room):
-    """A room whose handling of C{2} fails half-way, as a bug would."""
+def cannot_be_a_peer(source):
+    """
+    Whether C{source} (canonical) is no address a datagram can really come
+    from: port 0, or an unspecified, "this network", broadcast or multicast
+    host.
+    """
+    host, port = source
+    address = ipaddress.ip_address(host)
+    if address.version == 4:
+        this_network = address in ipaddress.ip_network("0.0.0.0/8")
+        return not port or this_network or address.is_multicast or host == "255.255.255.255"
+    return not port or address.is_unspecified or address.is_multicast
 
-    def _say(self, source, member, request, now):
-        raise ZeroDivisionError("a bug")
+
+class RoomWithABug(Room):
+    """A room that fails on C{2 boom}, as a bug would."""
+
+    def receive(self, source, datagram, now):
+        if datagram == b"2 boom":
+            raise ZeroDivisionError("a bug")
+        return Room.receive(self, source, datagram, now)
 
 
 class FaultIsolationTests(SynchronousTestCase):
@@ -656,6 +832,7 @@ class FaultIsolationTests(SynchronousTestCase):
         clock = Clock()
         proto = ChatServerProtocol(RoomWithABug(idle_timeout=0), clock)
         proto.makeConnection(FakeDatagramTransport())
+        start_timers(self, proto, clock)
         proto.datagramReceived(b"1 Al", AL)
         with capturedLogs() as events:
             for _ in range(100):
@@ -672,8 +849,28 @@ class FaultIsolationTests(SynchronousTestCase):
                 failures[0]["log_failure"].type,
                 [e["faults"] for e in summaries],
                 proto.room.members(),
+                proto.counts,
             ),
-            ([b"", b""], 2, ZeroDivisionError, [100], [(AL, "Al")]),
+            ([b"", b""], 2, ZeroDivisionError, [100], [(AL, "Al")], Counter({"fault": 101})),
+        )
+        self.flushLoggedErrors(ZeroDivisionError)
+
+    def test_tracebacks_are_limited_by_time_not_by_count(self):
+        """After a traceback, the next is logged only SUMMARY_INTERVAL seconds later, however few bugs came between."""
+        clock = Clock()
+        proto = ChatServerProtocol(RoomWithABug(idle_timeout=0), clock)
+        proto.makeConnection(FakeDatagramTransport())
+        logged = []
+        with capturedLogs() as events:
+            for at in (0, 30, 59.5, 60, 61, 119, 130):
+                clock.advance(at - clock.seconds())
+                before = len(events)
+                proto.datagramReceived(b"2 boom", AL)
+                if len(events) > before:
+                    logged.append(at)
+        self.assertEqual(
+            (logged, [e["source"] for e in events], proto.counts),
+            ([0, 60, 130], ["127.0.0.1:4000"] * 3, Counter({"fault": 7})),
         )
         self.flushLoggedErrors(ZeroDivisionError)
 
@@ -694,20 +891,161 @@ class FaultIsolationTests(SynchronousTestCase):
         )
     )
     def test_any_datagram_from_any_address(self, datagrams):
-        """Arbitrary datagrams from arbitrary addresses: never an exception; no reply, or the model's reply."""
-        proto = limited_protocol(Clock())
+        """Arbitrary datagrams from arbitrary addresses: never an exception; no reply, or the model's reply; the model's events, logged."""
+        clock = Clock()
+        proto = limited_protocol(clock)
         model = ModelRoom(1200, group_of=proto.room.group_of, max_members_per_group=2)
         with capturedLogs() as events:
             for address, datagram in datagrams:
                 written = len(proto.transport.written)
                 proto.datagramReceived(datagram, address)
                 source = canonical_address(address)
-                if address[1] == 0 or limits.Classifier([]).classify(source[0]) is limits._BAD:
+                if cannot_be_a_peer(source):
                     self.assertEqual(len(proto.transport.written), written)
                 else:
                     reply, to = proto.transport.written[-1]
                     self.assertEqual((reply, to), (model.receive(source, datagram), address))
-        self.assertEqual([e for e in events if e.get("log_failure")], [])
+            clock.advance(0)
+        self.assertEqual(
+            (
+                [e for e in events if e.get("log_failure")],
+                [(e.get("name"), e.get("old"), e.get("new")) for e in events],
+            ),
+            (
+                [],
+                [
+                    (None, e.old, e.new) if isinstance(e, Renamed) else (e.name, None, None)
+                    for e in model.take_events()
+                ],
+            ),
+        )
+
+
+class StoreProtocolTests(ProtocolTestMixin, SynchronousTestCase):
+    """
+    L{ChatServerProtocol} with a store: a reply leaves only once what it
+    tells is committed, at the end of its batch.
+    """
+
+    def setUp(self):
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        self.path = os.path.join(directory.name, "room.db")
+
+    def connect_stored(self, transport=None, idle_timeout=0, now=0):
+        """A protocol on a room tracked in a new store at C{self.path}."""
+        saved = Store(self.path)
+        saved.open()
+        self.addCleanup(saved.close)
+        room = Room(idle_timeout=idle_timeout, track_state=True)
+        saved.load(room, now)
+        self.clock = Clock()
+        self.clock.advance(now)
+        self.transport = FakeDatagramTransport() if transport is None else transport
+        proto = ChatServerProtocol(room, self.clock, store=saved)
+        proto.makeConnection(self.transport)
+        return proto
+
+    def test_no_reply_leaves_before_the_flush(self):
+        """With a store, the replies of a batch wait for its end, then leave in order."""
+        proto = self.connect_stored()
+        proto.datagramReceived(b"1 Al", AL)
+        proto.datagramReceived(b"1 Bo", BO)
+        proto.datagramReceived(b"junk", AL)
+        held = (list(self.transport.written), read_back(self.path).members())
+        self.clock.advance(0)
+        first_batch = (list(self.transport.written), read_back(self.path).members())
+        proto.datagramReceived(b"5", AL)
+        before_flush = list(self.transport.written)
+        proto.flush()
+        self.assertEqual(
+            (held, first_batch, before_flush, self.transport.written, self.clock.getDelayedCalls()),
+            (
+                ([], []),
+                ([(b"", AL), (b"Al", BO), (ILLEGAL, AL)], [(AL, "Al"), (BO, "Bo")]),
+                [(b"", AL), (b"Al", BO), (ILLEGAL, AL)],
+                [(b"", AL), (b"Al", BO), (ILLEGAL, AL), (b"Bo has joined", AL)],
+                [],
+            ),
+        )
+
+    def test_what_a_reply_tells_is_saved_before_it_leaves(self):
+        """When a reply is written, the file already holds the change it tells of."""
+        path = self.path
+
+        class Witness(FakeDatagramTransport):
+            # Reads the file back as each reply is written.
+            def write(self, packet, addr=None):
+                again = read_back(path)
+                self.seen.append((packet, again.members(), {s: again.pending(s) for s, _ in again.members()}))
+                FakeDatagramTransport.write(self, packet, addr)
+
+        transport = Witness()
+        transport.seen = []
+        proto = self.connect_stored(transport)
+        for datagram, source in [(b"1 Al", AL), (b"1 Bo", BO), (b"2 hi", BO), (b"5", AL)]:
+            proto.datagramReceived(datagram, source)
+            self.clock.advance(0)
+        self.assertEqual(
+            transport.seen,
+            [
+                (b"", [(AL, "Al")], {AL: []}),
+                (b"Al", [(AL, "Al"), (BO, "Bo")], {AL: [b"Bo has joined"], BO: []}),
+                (b"", [(AL, "Al"), (BO, "Bo")], {AL: [b"Bo has joined", b"Bo: hi"], BO: []}),
+                (b"Bo has joined\nBo: hi", [(AL, "Al"), (BO, "Bo")], {AL: [], BO: []}),
+            ],
+        )
+
+    def test_failed_commit_sends_no_reply_and_is_saved_by_the_next(self):
+        """If the store fails, the batch's replies are dropped and the bug logged; the next commit saves its changes."""
+        proto = self.connect_stored()
+        proto.datagramReceived(b"1 Al", AL)
+        proto.datagramReceived(b"1 Bo", BO)
+        self.clock.advance(0)
+        # Another connection makes every new line fail, as a full disk would.
+        other = sqlite3.connect(self.path, isolation_level=None)
+        self.addCleanup(other.close)
+        other.execute("CREATE TRIGGER full BEFORE INSERT ON lines BEGIN SELECT RAISE(ABORT, 'full'); END")
+        with capturedLogs() as events:
+            proto.datagramReceived(b"2 hi", BO)
+            self.clock.advance(0)
+        other.execute("DROP TRIGGER full")
+        proto.datagramReceived(b"2 again", BO)
+        self.clock.advance(0)
+        again = read_back(self.path)
+        self.assertEqual(
+            (
+                self.transport.written,
+                [(e.get("source"), e["log_failure"].type) for e in events if e.get("log_failure")],
+                proto.counts,
+                (again.members(), again.pending(AL)),
+            ),
+            (
+                [(b"", AL), (b"Al", BO), (b"", BO)],
+                [("-", sqlite3.IntegrityError)],
+                Counter({"fault": 1}),
+                ([(AL, "Al"), (BO, "Bo")], [b"Bo has joined", b"Bo: hi", b"Bo: again"]),
+            ),
+        )
+        self.flushLoggedErrors(sqlite3.IntegrityError)
+
+    def test_checkpoint_saves_every_idle_timer(self):
+        """The checkpoint timer saves when each member was last heard from, which a poll alone does not."""
+        proto = self.connect_stored(idle_timeout=100, now=1000)
+        start_timers(self, proto, self.clock)
+        proto.datagramReceived(b"1 Al", AL)
+        self.clock.advance(30)
+        proto.datagramReceived(b"5", AL)  # nothing new: only its timer changes
+        self.clock.advance(29)
+        before = read_back(self.path, now=1059).take_changes(everyone=True).members
+        self.clock.advance(1)  # t=1060: the checkpoint
+        after = read_back(self.path, now=1060).take_changes(everyone=True).members
+        # Read back at the time of the last checkpoint, a member's timer
+        # stands where it stood then.
+        self.assertEqual(
+            (before, after),
+            ([MemberState(0, AL, "Al", 1, 0, 1059.0)], [MemberState(0, AL, "Al", 1, 0, 1030.0)]),
+        )
 
 
 def udp_client(testcase):
@@ -729,15 +1067,17 @@ class ChatServiceTests(TestCase):
     Tests for L{ChatService}, on the real reactor and loopback sockets.
     """
 
-    def start(self, interface="127.0.0.1"):
+    def start(self, interface="127.0.0.1", store=None):
         """
-        Start a service on a socket bound to C{interface}; return it and its
-        port number.  The protocol's clock is C{self.clock}.
+        Start a service on a socket bound to C{interface}, with C{store} if
+        any; return it and its port number.  The protocol's clock is
+        C{self.clock}.
         """
         sock = bind_udp(interface, 0)
         port = sock.getsockname()[1]
         self.clock = Clock()
-        self.protocol = ChatServerProtocol(Room(), self.clock)
+        room = Room(track_state=store is not None)
+        self.protocol = ChatServerProtocol(room, self.clock, store=store)
         service = ChatService(sock, self.protocol, reactor)
         with capturedLogs() as events:
             service.startService()
@@ -782,6 +1122,54 @@ class ChatServiceTests(TestCase):
         self.assertEqual(reply, (b"", ("127.0.0.1", port)))
         self.assertEqual(
             self.protocol.room.members(), [(client.getsockname(), "Al")]
+        )
+
+    @inlineCallbacks
+    def test_each_read_ends_a_batch(self):
+        """On the socket, each read ends a batch: its changes are logged with no turn of the protocol's clock."""
+        service, port = self.start()
+        client = udp_client(self)
+        with capturedLogs() as events:
+            client.sendto(b"1 Al", ("127.0.0.1", port))
+            yield receive(client)
+        self.assertEqual(
+            (fields(events, "log_namespace", "name"), self.clock.getDelayedCalls()),
+            ([{"log_namespace": PROTOCOL_NAMESPACE, "name": "Al"}], []),
+        )
+
+    @inlineCallbacks
+    def test_store_is_opened_and_replies_wait_for_it(self):
+        """With a store, the service restores the room from it, and a reply leaves once its change is saved."""
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        path = os.path.join(directory.name, "room.db")
+        earlier = Room(track_state=True)
+        saved = Store(path)
+        saved.open()
+        saved.load(earlier, 0)
+        earlier.receive(("192.0.2.1", 5), b"1 Bo", 0)
+        saved.commit(earlier.take_changes(), 0)
+        saved.close()
+        service, port = self.start(store=Store(path))
+        client = udp_client(self)
+        client.sendto(b"1 Al", ("127.0.0.1", port))
+        reply, _ = yield receive(client)
+        members = read_back(path).members()
+        with capturedLogs() as events:
+            yield service.stopService()
+        self.assertEqual(
+            (
+                fields(self.start_events[:1], "members", "lines", "path"),
+                reply,
+                members,
+                fields([e for e in events if e.get("log_namespace") == SERVICE_NAMESPACE], "members", "path"),
+            ),
+            (
+                [{"members": "1 member", "lines": "0 stored lines", "path": path}],
+                b"Bo",
+                [(("192.0.2.1", 5), "Bo"), (client.getsockname(), "Al")],
+                [{"members": "2 members", "path": path}],
+            ),
         )
 
     @inlineCallbacks

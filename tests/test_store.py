@@ -11,27 +11,49 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from udpchat import store
-from udpchat.room import Room
+from udpchat.room import MemberState, Room
 from udpchat.store import StateFileError, Store, check, lock
 
 
 def state(room):
     """
-    What a restart must keep.  The log's numbering is kept while anybody
-    reads it; an empty room may start again from any number, and member
-    numbers are not kept beyond the members (they are never compared).
+    What a restart must keep that a member can see: the members, in join
+    order, what each has pending, and how many lines the room holds.
     """
     members = room.members()
-    return (
-        members,
-        {source: room.pending(source) for source, _ in members},
-        room.stored_lines,
-        (room.log.first, room.log.end) if members else None,
-        [member.id for member in room.all_members()],
-    )
+    return (members, {source: room.pending(source) for source, _ in members}, room.stored_lines)
+
+
+def whole(changes):
+    """
+    From C{changes} that report everyone (C{take_changes(everyone=True)}):
+    every member's whole state, by id, where the log's numbering stands (an
+    empty room may start again from any number) and the next member's id.
+    """
+    members = sorted(changes.members)
+    return (members, changes.first if members else None, changes.next_id)
+
+
+def commit(saved, room, now=0, checkpoint=False):
+    """Commit to C{saved} what C{room} reports changed, as the adapter does."""
+    saved.commit(room.take_changes(everyone=checkpoint), now, checkpoint)
+
+
+def read_back(path, now=0, **options):
+    """A new room loaded from the file at C{path}, which is left closed."""
+    room = Room(track_state=True, **options)
+    reader = Store(path)
+    reader.open()
+    try:
+        reader.load(room, now)
+    finally:
+        reader.close()
+    return room
 
 
 class StoreTestCase(SynchronousTestCase):
+    A, B, C = ("192.0.2.1", 1), ("192.0.2.2", 2), ("2001:db8::3", 3)
+
     def setUp(self):
         self.directory = tempfile.TemporaryDirectory()
         self.addCleanup(self.directory.cleanup)
@@ -47,17 +69,15 @@ class StoreTestCase(SynchronousTestCase):
 
     def reopen(self, room_options=None, now=0):
         """A new room loaded from the file, as after a restart."""
-        room = Room(**(room_options or {}))
+        room = Room(track_state=True, **(room_options or {}))
         self.open(room, now)
         return room
 
 
 class RoundTripTests(StoreTestCase):
-    A, B, C = ("192.0.2.1", 1), ("192.0.2.2", 2), ("2001:db8::3", 3)
-
     def test_new_file_is_an_empty_room(self):
         """A missing file starts an empty room, and identifies itself."""
-        room = Room()
+        room = Room(track_state=True)
         self.open(room)
         connection = sqlite3.connect(self.path)
         self.addCleanup(connection.close)
@@ -73,19 +93,19 @@ class RoundTripTests(StoreTestCase):
         )
 
     def test_members_lines_and_positions_survive(self):
-        """Members, names, join order, pending lines and read positions come back."""
-        room = Room()
+        """Members, names, ids, join order, pending lines, read positions and numbering come back."""
+        room = Room(track_state=True)
         saved = self.open(room)
         for source, datagram in [
             (self.A, b"1 Al"), (self.B, b"1 Bo"), (self.C, b"1 Cy"), (self.A, b"2 hello"),
             (self.B, b"5"), (self.C, b"3 Cyd"), (self.B, b"2 hi"), (self.A, b"5"),
         ]:
             room.receive(source, datagram, 0)
-            saved.commit(room, 0)
-        before = state(room)
+            commit(saved, room)
+        before = (state(room), whole(room.take_changes(everyone=True)))
         saved.close()
         again = self.reopen()
-        self.assertEqual(state(again), before)
+        self.assertEqual((state(again), whole(again.take_changes(everyone=True))), before)
         self.assertEqual(
             [again.receive(s, b"5", 0) for s in (self.A, self.B, self.C)],
             [b"", b"Cy changed his name to Cyd", b"Al: hello\nBo: hi"],
@@ -93,60 +113,73 @@ class RoundTripTests(StoreTestCase):
 
     def test_nothing_uncommitted_survives(self):
         """What was not committed is not in the file."""
-        room = Room()
+        room = Room(track_state=True)
         saved = self.open(room)
         room.receive(self.A, b"1 Al", 0)
-        saved.commit(room, 0)
+        commit(saved, room)
         room.receive(self.B, b"1 Bo", 0)
         saved.close()
         self.assertEqual(self.reopen().members(), [(self.A, "Al")])
 
     def test_fetched_lines_are_never_fetched_again(self):
         """A committed poll is not repeated after a restart."""
-        room = Room()
+        room = Room(track_state=True)
         saved = self.open(room)
         room.receive(self.A, b"1 Al", 0)
         room.receive(self.B, b"1 Bo", 0)
         room.receive(self.B, b"2 once", 0)
-        saved.commit(room, 0)
+        commit(saved, room)
         first = room.receive(self.A, b"5", 0)
-        saved.commit(room, 0)
+        commit(saved, room)
         saved.close()
         self.assertEqual((first, self.reopen().receive(self.A, b"5", 0)), (b"Bo has joined\nBo: once", b""))
 
     def test_own_line_in_room_of_one_is_not_a_dropped_line(self):
         """A lone member's own lines do not come back as dropped lines."""
-        room = Room()
+        room = Room(track_state=True)
         saved = self.open(room)
         room.receive(self.A, b"1 Al", 0)
         for i in range(3):
             room.receive(self.A, b"2 %d" % (i,), 0)
-            saved.commit(room, 0)
+            commit(saved, room)
         saved.close()
         self.assertEqual(self.reopen().receive(self.A, b"5", 0), b"")
 
     def test_dropped_count_survives(self):
         """Lines dropped from a backlog are still announced after a restart."""
         options = dict(max_pending=2)
-        room = Room(**options)
+        room = Room(track_state=True, **options)
         saved = self.open(room)
         room.receive(self.A, b"1 Al", 0)
         room.receive(self.B, b"1 Bo", 0)
         room.receive(self.A, b"5", 0)
         for i in range(7):
             room.receive(self.B, b"2 %d" % (i,), 0)
-            saved.commit(room, 0)
+            commit(saved, room)
         saved.close()
         self.assertEqual(self.reopen(options).receive(self.A, b"5", 0), b"[5 lines dropped]\nBo: 5\nBo: 6")
 
+    def test_own_lines_forgotten_behind_a_member_are_not_counted_as_lost(self):
+        """A member's own unread lines that the log forgot come back as neither lines nor losses."""
+        options = dict(max_pending=1)  # the log holds 2 lines
+        room = Room(track_state=True, **options)
+        saved = self.open(room)
+        room.receive(self.A, b"1 Al", 0)
+        room.receive(self.B, b"1 Bo", 0)  # Al has "Bo has joined" unread
+        for i in range(4):
+            room.receive(self.A, b"2 %d" % (i,), 0)
+            commit(saved, room)
+        saved.close()
+        self.assertEqual(self.reopen(options).receive(self.A, b"5", 0), b"[1 line dropped]")
+
     def test_downtime_does_not_count_toward_idle_timeout(self):
-        """Idle timers resume where they stood at the last commit."""
+        """Idle timers resume where they stood at the last checkpoint."""
         options = dict(idle_timeout=100)
-        room = Room(**options)
+        room = Room(track_state=True, **options)
         saved = self.open(room, now=1000)
         room.receive(self.A, b"1 Al", 1000)
         room.receive(self.B, b"1 Bo", 1050)
-        saved.save_idle_times(room, 1060)
+        commit(saved, room, 1060, checkpoint=True)
         saved.close()
         # Down for a day; back at 87460 + 1060.  Al has 40 s left, Bo 90.
         restart = 86400 + 1060
@@ -156,62 +189,140 @@ class RoundTripTests(StoreTestCase):
         again.expire(restart + 40)
         self.assertEqual((kept, again.members()), ([(self.A, "Al"), (self.B, "Bo")], [(self.B, "Bo")]))
 
+    def test_checkpoint_saves_idle_times_that_changed_alone(self):
+        """A member heard from with nothing else changed has its idle timer saved at the checkpoint only."""
+        options = dict(idle_timeout=100)
+        room = Room(track_state=True, **options)
+        saved = self.open(room, now=1000)
+        room.receive(self.A, b"1 Al", 1000)
+        commit(saved, room, 1000, checkpoint=True)
+        room.receive(self.A, b"5", 1050)  # nothing new: only its timer changes
+        commit(saved, room, 1050)
+        # Read back at 1060: the file was last checkpointed at 1000, when Al
+        # had been silent for 0 s; then at 1060, when it had been for 10 s.
+        between = read_back(self.path, 1060, **options)
+        commit(saved, room, 1060, checkpoint=True)
+        after = read_back(self.path, 1060, **options)
+        self.assertEqual(
+            (whole(between.take_changes(everyone=True))[0], whole(after.take_changes(everyone=True))[0]),
+            ([MemberState(0, self.A, "Al", 1, 0, 1060.0)], [MemberState(0, self.A, "Al", 1, 0, 1050.0)]),
+        )
+
     def test_groups_are_counted_again(self):
         """Per-prefix member caps hold across a restart."""
         options = dict(group_of=lambda s: s[0].rsplit(".", 1)[0], max_members_per_group=2)
-        room = Room(**options)
+        room = Room(track_state=True, **options)
         saved = self.open(room)
         room.receive(self.A, b"1 Al", 0)
         room.receive(self.B, b"1 Bo", 0)
-        saved.commit(room, 0)
+        commit(saved, room)
         saved.close()
         again = self.reopen(options)
         self.assertEqual(again.receive(("192.0.2.9", 9), b"1 Cy", 0), b"Illegal message")
 
     def test_member_who_left_stays_gone(self):
         """A member that left is not written back when the log later forgets its lines."""
-        room = Room(max_pending=1)
+        room = Room(track_state=True, max_pending=1)
         saved = self.open(room)
         for source, datagram in [(self.A, b"1 Al"), (self.B, b"1 Bo"), (self.A, b"2 x"), (self.A, b"4")]:
             room.receive(source, datagram, 1)
-        saved.commit(room, 1)
+        commit(saved, room, 1)
         room.receive(self.B, b"2 y", 2)
-        saved.commit(room, 2)
+        commit(saved, room, 2)
         saved.close()
         again = self.reopen(dict(max_pending=1))
         self.assertEqual((again.members(), again.receive(self.A, b"5", 3)), ([(self.B, "Bo")], b"Illegal message"))
 
     def test_smaller_backlog_after_restart_shrinks_the_log(self):
         """Restarted with a smaller --max-pending, the room holds at most twice the new backlog."""
-        room = Room(max_pending=50)
+        room = Room(track_state=True, max_pending=50)
         saved = self.open(room)
         room.receive(self.A, b"1 Al", 0)
         room.receive(self.B, b"1 Bo", 0)
         for i in range(80):
             room.receive(self.B, b"2 %d" % (i,), 0)
-        saved.commit(room, 0)
+        commit(saved, room)
         saved.close()
         again = self.reopen(dict(max_pending=2))
         self.assertEqual((again.stored_lines, again.receive(self.A, b"5", 0)), (4, b"[79 lines dropped]\nBo: 78\nBo: 79"))
 
+    def test_own_lines_forgotten_at_a_restart_stay_uncounted_after_the_next(self):
+        """Restarted twice with a smaller backlog, a member's own lines the first restart forgot are not counted as lost."""
+        room = Room(track_state=True, max_pending=50)
+        saved = self.open(room)
+        room.receive(self.A, b"1 Al", 0)
+        room.receive(self.B, b"1 Bo", 0)  # Al has "Bo has joined" unread
+        for i in range(80):
+            room.receive(self.A, b"2 %d" % (i,), 0)
+        commit(saved, room)
+        saved.close()
+        first = Room(track_state=True, max_pending=2)
+        restarted = self.open(first)
+        commit(restarted, first)  # what the restart changed
+        restarted.close()
+        again = self.reopen(dict(max_pending=2))
+        self.assertEqual(
+            [again.receive(s, b"5", 0) for s in (self.A, self.B)],
+            [b"[1 line dropped]", b"[78 lines dropped]\nAl: 78\nAl: 79"],
+        )
+
     def test_member_numbers_are_never_given_twice(self):
         """A member that joined and left before a crash does not lend its number to the next one."""
-        room = Room()
+        room = Room(track_state=True)
         saved = self.open(room)
         room.receive(self.A, b"1 Al", 0)
         room.receive(self.B, b"1 Bo", 0)
         room.receive(self.B, b"4", 0)
-        saved.commit(room, 0)
+        commit(saved, room)
         saved.close()  # as a crash would: no checkpoint
         again = self.reopen()
         again.receive(self.C, b"1 Cy", 0)
-        self.assertEqual([m.id for m in again.all_members()], [0, 2])
+        self.assertEqual([m.id for m in whole(again.take_changes(everyone=True))[0]], [0, 2])
+
+    def test_failed_commit_is_saved_by_the_next(self):
+        """A commit that fails leaves the file as it was; the next commit saves its changes too."""
+        room = Room(track_state=True)
+        saved = self.open(room)
+        room.receive(self.A, b"1 Al", 0)
+        room.receive(self.B, b"1 Bo", 0)
+        commit(saved, room)
+        committed = state(room)
+        # Another connection makes every new line fail, as a full disk would.
+        other = sqlite3.connect(self.path, isolation_level=None)
+        self.addCleanup(other.close)
+        other.execute("CREATE TRIGGER full BEFORE INSERT ON lines BEGIN SELECT RAISE(ABORT, 'full'); END")
+        for source, datagram in [(self.C, b"1 Cy"), (self.A, b"2 hi"), (self.B, b"5"), (self.A, b"3 Ann")]:
+            room.receive(source, datagram, 0)
+        with self.assertRaises(sqlite3.IntegrityError):
+            commit(saved, room)
+        after_failure = state(read_back(self.path))
+        other.execute("DROP TRIGGER full")
+        room.receive(self.B, b"4", 0)
+        commit(saved, room)
+        self.assertEqual(
+            (after_failure, state(read_back(self.path)), whole(read_back(self.path).take_changes(everyone=True))),
+            (committed, state(room), whole(room.take_changes(everyone=True))),
+        )
+
+    def test_failed_commit_is_saved_by_the_next_even_with_nothing_new(self):
+        """After a failed commit, a commit with no new changes still saves the failed one's."""
+        room = Room(track_state=True)
+        saved = self.open(room)
+        room.receive(self.A, b"1 Al", 0)
+        other = sqlite3.connect(self.path, isolation_level=None)
+        self.addCleanup(other.close)
+        other.execute("CREATE TRIGGER full BEFORE INSERT ON members BEGIN SELECT RAISE(ABORT, 'full'); END")
+        with self.assertRaises(sqlite3.IntegrityError):
+            commit(saved, room)
+        other.execute("DROP TRIGGER full")
+        commit(saved, room)
+        self.assertEqual(read_back(self.path).members(), [(self.A, "Al")])
 
     @settings(max_examples=60, deadline=None)
     @given(
         st.lists(
             st.tuples(
-                st.sampled_from([A, B, C]),
+                st.sampled_from([StoreTestCase.A, StoreTestCase.B, StoreTestCase.C]),
                 st.sampled_from([b"1 Al", b"1 Bo", b"1 Cy", b"2 x", b"2 yy", b"3 Di", b"4", b"5", b"5", b"junk"]),
                 st.booleans(),
             ),
@@ -222,25 +333,127 @@ class RoundTripTests(StoreTestCase):
     def test_restart_after_any_commit_gives_the_same_room(self, steps, max_pending):
         """At any commit, a room read back from the file is the room that was saved, and behaves the same."""
         options = dict(max_pending=max_pending, max_reply_bytes=30)
-        room = Room(**options)
+        room = Room(track_state=True, **options)
         with tempfile.TemporaryDirectory() as directory:
             saved = Store(os.path.join(directory, "room.db"))
             saved.open()
             saved.load(room, 0)
-            for source, datagram, commit in steps:
+            for source, datagram, committing in steps:
                 room.receive(source, datagram, 0)
-                if commit:
-                    saved.commit(room, 0)
-                    copy = Room(**options)
-                    reader = Store(saved.path)
-                    reader.open()
-                    reader.load(copy, 0)
-                    reader.close()
-                    self.assertEqual(state(copy), state(room))
+                if committing:
+                    commit(saved, room)
+                    copy = read_back(saved.path, **options)
+                    # Every member's whole state, as a later poll could show
+                    # it; then saved, so that the next commit starts afresh.
+                    everyone = room.take_changes(everyone=True)
+                    saved.commit(everyone, 0)
+                    self.assertEqual(
+                        (state(copy), whole(copy.take_changes(everyone=True))),
+                        (state(room), whole(everyone)),
+                    )
                     for source in (self.A, self.B, self.C):
                         self.assertEqual(copy.receive(source, b"5", 0), room.receive(source, b"5", 0))
-                    saved.commit(room, 0)
+                    commit(saved, room)
             saved.close()
+
+
+class MigrationTests(StoreTestCase):
+    """
+    A state file of udpchat 1.0 (schema version 1) is migrated on opening.
+    """
+
+    def write_version_1(self):
+        """
+        Write, as udpchat 1.0 did, a room in which Al (id 0) is behind: it
+        lost one line and the log forgot two of its own lines after its
+        position; Bo (id 1) has read everything; Cy (id 2) has left.
+        """
+        connection = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            connection.executescript(
+                f"""
+                PRAGMA application_id = {store.APPLICATION_ID};
+                PRAGMA user_version = 1;
+                PRAGMA journal_mode = WAL;
+                BEGIN;
+                CREATE TABLE room (
+                    singleton INTEGER PRIMARY KEY CHECK (singleton = 0),
+                    next_id INTEGER NOT NULL,
+                    saved_at REAL NOT NULL
+                );
+                CREATE TABLE members (
+                    id INTEGER PRIMARY KEY,
+                    host TEXT NOT NULL,
+                    port INTEGER NOT NULL,
+                    name TEXT NOT NULL,
+                    position INTEGER NOT NULL,
+                    own_forgotten INTEGER NOT NULL,
+                    dropped INTEGER NOT NULL,
+                    last_seen REAL NOT NULL
+                );
+                CREATE TABLE lines (
+                    sequence INTEGER PRIMARY KEY,
+                    author INTEGER,
+                    line BLOB NOT NULL
+                );
+                INSERT INTO room VALUES (0, 3, 100.0);
+                COMMIT;
+                """
+            )
+            connection.executemany(
+                "INSERT INTO members VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(0, *self.A, "Al", 2, 2, 1, 90.0), (1, *self.B, "Bo", 9, 0, 0, 95.0)],
+            )
+            connection.executemany(
+                "INSERT INTO lines VALUES (?, ?, ?)",
+                [(5, 1, b"Bo: b5"), (6, 0, b"Al: a6"), (7, 1, b"Bo: b7"), (8, None, b"Cy has left the group")],
+            )
+        finally:
+            connection.close()
+
+    def test_version_1_file_passes_the_check_untouched(self):
+        """L{check} accepts a version 1 file, and writes nothing to it."""
+        self.write_version_1()
+        with open(self.path, "rb") as f:
+            before = f.read()
+        check(self.path)
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), before)
+
+    def test_version_1_file_is_migrated_on_open(self):
+        """Opening a version 1 file keeps its members, lines and lost-line counts, and makes it version 2."""
+        self.write_version_1()
+        room = self.reopen(now=100)
+        restored = (state(room), whole(room.take_changes(everyone=True)))
+        connection = sqlite3.connect(self.path)
+        self.addCleanup(connection.close)
+        schema = (
+            connection.execute("PRAGMA user_version").fetchone()[0],
+            [column[1] for column in connection.execute("PRAGMA table_info(members)")],
+        )
+        # Al lost one line and had one more dropped: its own are not lost.
+        poll = room.receive(self.A, b"5", 100)
+        room.receive(self.C, b"1 Cy", 100)
+        self.assertEqual(
+            (schema, restored, poll, [m.id for m in room.take_changes().members]),
+            (
+                (2, ["id", "host", "port", "name", "position", "dropped", "last_seen"]),
+                (
+                    (
+                        [(self.A, "Al"), (self.B, "Bo")],
+                        {self.A: [b"Bo: b5", b"Bo: b7", b"Cy has left the group"], self.B: []},
+                        4,
+                    ),
+                    (
+                        [MemberState(0, self.A, "Al", 4, 1, 90.0), MemberState(1, self.B, "Bo", 9, 0, 95.0)],
+                        5,
+                        3,
+                    ),
+                ),
+                b"[2 lines dropped]\nBo: b5\nBo: b7\nCy has left the group",
+                [0, 3],
+            ),
+        )
 
 
 class CheckTests(StoreTestCase):
@@ -278,13 +491,13 @@ class CheckTests(StoreTestCase):
 
     def test_newer_schema(self):
         """A file of an unknown schema version is refused, untouched."""
-        room = Room()
+        room = Room(track_state=True)
         self.open(room).close()
         connection = sqlite3.connect(self.path)
-        connection.execute("PRAGMA user_version = 2")
+        connection.execute("PRAGMA user_version = 3")
         connection.commit()
         connection.close()
-        self.assert_refused(self.path, "has schema version 2; this udpchat reads version 1 only")
+        self.assert_refused(self.path, "has schema version 3; this udpchat reads versions 1, 2")
 
     def test_empty_name(self):
         """An empty path, or one naming a directory, is not a file name."""
@@ -293,11 +506,11 @@ class CheckTests(StoreTestCase):
 
     def test_damaged_past_the_header(self):
         """A state file damaged after its first page is refused, untouched."""
-        room = Room()
+        room = Room(track_state=True)
         saved = self.open(room)
         for i in range(300):
             room.receive(("192.0.2.%d" % (i % 250 + 1,), i + 1), b"1 m%d" % (i,), 0)
-        saved.commit(room, 0)
+        commit(saved, room)
         saved.close()
         with open(self.path, "r+b") as f:
             f.seek(4096)
@@ -316,7 +529,7 @@ class CheckTests(StoreTestCase):
 
     def test_existing_room_is_accepted(self):
         """A udpchat state file passes."""
-        room = Room()
+        room = Room(track_state=True)
         self.open(room).close()
         check(self.path)
 

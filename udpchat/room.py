@@ -183,6 +183,9 @@ class Room:
     @param track_state: whether L{take_changes} reports the state of the
         members and the lines (a store needs it); without it, the events
         only, and polls cost nothing to track.
+
+    @ivar changed: whether L{take_changes} has anything to report: an
+        adapter need not ask otherwise.
     """
 
     def __init__(
@@ -202,6 +205,7 @@ class Room:
         self.group_of = group_of
         self.max_members_per_group = max_members_per_group
         self._events = []
+        self.changed = False
         # id -> Member whose state changed (None: removed), when tracked.
         self._dirty = {} if track_state else None
         self._reported_end = 0  # lines before this one were reported
@@ -261,7 +265,7 @@ class Room:
                 self._next_expiry = due
                 return
             self._remove(member)
-            self._events.append(Expired(member.source, member.name))
+            self._report(Expired(member.source, member.name))
         self._next_expiry = now + timeout
 
     def take_changes(self, everyone=False):
@@ -271,6 +275,7 @@ class Room:
         idle timers are reported only then, and when they change otherwise).
         """
         events, self._events = self._events, []
+        self.changed = False
         log = self._log
         dirty = self._dirty
         if dirty is None:
@@ -317,9 +322,14 @@ class Room:
         if name in self._names:
             raise IllegalMessage(wire.NAME_TAKEN)
 
+    def _report(self, event):
+        self._events.append(event)
+        self.changed = True
+
     def _mark(self, member):
         if self._dirty is not None:
             self._dirty[member.id] = member
+            self.changed = True
 
     def _join(self, source, member, request, now):
         # Every check, and everything that could fail, comes before the
@@ -347,7 +357,7 @@ class Room:
         self._mark(member)
         self._enter(member)
         self._silent[source] = member
-        self._events.append(Joined(source, name))
+        self._report(Joined(source, name))
         return reply
 
     def _say(self, source, member, request, now):
@@ -355,8 +365,11 @@ class Room:
         cursor = member.cursor
         caught_up = cursor.position == log.end
         log.append(wire.said(member.name, request.text), cursor)
-        if caught_up and self._dirty is not None:
-            self._dirty[member.id] = member  # the log moved it past its line
+        if self._dirty is not None:
+            # A new line to save; if it was caught up, the log moved it.
+            self.changed = True
+            if caught_up:
+                self._dirty[member.id] = member
         return EMPTY
 
     def _rename(self, source, member, request, now):
@@ -367,12 +380,12 @@ class Room:
         self._names[new] = member
         member.name = new
         self._mark(member)
-        self._events.append(Renamed(source, old, new))
+        self._report(Renamed(source, old, new))
         return EMPTY
 
     def _leave(self, source, member, request, now):
         self._remove(member)
-        self._events.append(Left(source, member.name))
+        self._report(Left(source, member.name))
         return EMPTY
 
     def _fetch(self, source, member, request, now):
@@ -392,6 +405,7 @@ class Room:
             return EMPTY  # nothing new: the most common poll of all
         if self._dirty is not None:
             self._dirty[member.id] = member
+            self.changed = True
         if not member.dropped:
             lines, position = log.look(cursor, self.max_reply_bytes)
             log.advance(cursor, position)
@@ -430,6 +444,7 @@ class Room:
         log.append(line)
         if self._dirty is not None:
             self._dirty[member.id] = None
+            self.changed = True
 
     def restore(self, members, lines, first, next_id):
         """

@@ -14,6 +14,8 @@ Its Logger is made per protocol, not a class attribute, since it filters by
 the operator's --log-level: twistd itself writes every event it is given.
 """
 
+import errno
+import socket
 import sqlite3
 from collections import Counter
 
@@ -48,6 +50,11 @@ ILLEGAL_REQUEST = "illegal"
 UNSENT = "unsent"
 FAULT = "fault"
 """Keys of L{ChatServerProtocol.counts} beside the limiter's drop reasons."""
+
+
+# What a read of a non-blocking, unconnected socket may end with but data:
+# nothing more to read, a signal, an ICMP error of an earlier send.
+_NOTHING_TO_READ = frozenset((errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ECONNREFUSED))
 
 
 def canonical_address(address):
@@ -225,7 +232,14 @@ class ChatServerProtocol(DatagramProtocol):
             if reply is ILLEGAL:
                 self.counts[ILLEGAL_REQUEST] += 1
             if self._held is None:
-                self._send(reply, address, admission, now)
+                # _send(), inlined.
+                try:
+                    self._write(reply, address)
+                except (OSError, MessageLengthError):
+                    self.counts[UNSENT] += 1
+                else:
+                    if admission is not None and admission.limited:
+                        self._limiter.charge(admission, len(reply), now)
             else:
                 self._held.hold(reply, address, admission)
             if not self._ends_batches and self._flush_call is None:
@@ -254,6 +268,8 @@ class ChatServerProtocol(DatagramProtocol):
                 self._flush_call.cancel()
             self._flush_call = None
         room = self.room
+        if not (room.changed or checkpoint or self._held is not None):
+            return  # the most common batch of all, in memory
         changes = room.take_changes(everyone=checkpoint)
         if changes.events:
             log_changes(self.log, changes, room.idle_timeout)
@@ -357,10 +373,28 @@ class BatchingPort(udp.Port):
     ends_batches = True
 
     def doRead(self):
+        # udp.Port.doRead, with what it looks up per datagram looked up
+        # once per read, and the batch ended when the read is over.
+        protocol = self.protocol
+        received = protocol.datagramReceived
+        recvfrom = self.socket.recvfrom
+        size = self.maxPacketSize
+        trim = self.addressFamily == socket.AF_INET6
+        read = 0
         try:
-            udp.Port.doRead(self)
+            while read < self.maxThroughput:
+                try:
+                    datagram, address = recvfrom(size)
+                except OSError as e:
+                    if e.errno in _NOTHING_TO_READ:
+                        return
+                    raise
+                read += len(datagram)
+                if trim:
+                    address = address[:2]  # no flow information, no scope
+                received(datagram, address)
         finally:
-            self.protocol.flush()
+            protocol.flush()
 
 
 class ChatService(Service):

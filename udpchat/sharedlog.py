@@ -76,7 +76,9 @@ class SharedLog:
         # (it has not read lines the log forgot) is counted at _first.
         self._readers = {}
         self._cursors = {}  # id -> the open Cursor of that reader
-        self._moved = []  # ids of cursors the log moved by itself
+        # Ids of the cursors the log moved by itself, each once (a dict as
+        # an ordered set): bounded by the readers, however seldom asked.
+        self._moved = {}
 
     @property
     def first(self):
@@ -99,10 +101,11 @@ class SharedLog:
     def take_moved(self):
         """
         The ids of the cursors the log moved by itself (forgetting one of
-        their own lines) since this was last asked, for their owner to save.
+        their own lines) since this was last asked, each once, for their
+        owner to save.
         """
-        moved, self._moved = self._moved, []
-        return moved
+        moved, self._moved = self._moved, {}
+        return list(moved)
 
     def open(self, id):
         """
@@ -199,9 +202,8 @@ class SharedLog:
         count = len(lines)
         index = cursor.position - base
         taken = []
-        mine = iter(own) if own else None
-        stop = next(mine, None) if mine is not None else None
-        stop = count if stop is None else stop - base
+        passed = 0  # own lines passed, own[passed] is the next one
+        stop = own[0] - base if own else count
         # Every line costs its length and a separator; the first line's
         # separator is free.
         budget = max_bytes + _SEPARATOR_BYTES
@@ -216,8 +218,8 @@ class SharedLog:
                 break  # the next line does not fit
             if stop < count:
                 index += 1  # its own line: pass it
-                stop = next(mine, None)
-                stop = count if stop is None else stop - base
+                passed += 1
+                stop = own[passed] - base if passed < len(own) else count
         return taken, base + index
 
     def advance(self, cursor, position):
@@ -299,7 +301,16 @@ class SharedLog:
         sequence = self._first
         author = self._authors[sequence - self._base]
         if author is not None:
-            self._forget_own(author, sequence)
+            # Only the line's author can find it among its own lines, and
+            # only if it had not passed it; then the author did not lose
+            # it: step its position over it, so that first - position
+            # still counts only lines it lost.  (An author that has left
+            # has no cursor any more.)
+            cursor = self._cursors.get(author)
+            if cursor is not None and cursor.own and cursor.own[0] == sequence:
+                cursor.own.popleft()
+                cursor.position += 1
+                self._moved[author] = None
         # Readers still at this line will resume at the next one: count
         # them there, so that the log keeps what they will read.
         readers = self._readers
@@ -310,18 +321,6 @@ class SharedLog:
             self._compact()  # the new first line has readers: no scan
         else:
             self._release()
-
-    def _forget_own(self, author, sequence):
-        # Only the line's author can find it in its cursor's own lines,
-        # and only if it had not passed the line; then the author did not
-        # lose it: step its position over it, so that first - position
-        # still counts only the lines it lost.  An author that has left has
-        # no cursor any more.
-        cursor = self._cursors.get(author)
-        if cursor is not None and cursor.own and cursor.own[0] == sequence:
-            cursor.own.popleft()
-            cursor.position += 1
-            self._moved.append(author)
 
     def _release(self):
         readers = self._readers
