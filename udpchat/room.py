@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 from udpchat import wire
 from udpchat.sharedlog import Cursor, SharedLog
-from udpchat.wire import EMPTY, ILLEGAL, IllegalMessage
+from udpchat.wire import EMPTY, ILLEGAL, IllegalMessage, parse_request
 
 DEFAULT_MAX_REPLY_BYTES = 1200
 """Small enough that a reply is never fragmented on the internet."""
@@ -241,7 +241,7 @@ class Room:
             member.last_seen = now
             self._silent.move_to_end(source)
         try:
-            request = wire.parse_request(datagram)
+            request = parse_request(datagram)
             if member is None and request.__class__ is not wire.Join:
                 raise IllegalMessage(wire.NOT_A_MEMBER)
             return self._handlers[type(request)](source, member, request, now)

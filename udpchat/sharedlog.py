@@ -56,7 +56,9 @@ class SharedLog:
     L{look}, L{advance}, L{peek}), which cost O(lines passed).
 
     @param capacity: the most lines held at once, or L{None} for no limit.
-    @ivar end: the sequence number the next line will get.
+    @ivar first: the sequence number of the oldest line held (read it;
+        only the log changes it).
+    @ivar end: the sequence number the next line will get (likewise).
     """
 
     def __init__(self, capacity=None):
@@ -71,30 +73,25 @@ class SharedLog:
         self._ends = [0]
         self._base = 0  # sequence number of _lines[0]
         self.end = 0
-        self._first = 0  # first sequence number still held for a reader
-        # position -> how many readers are there; a reader behind _first
-        # (it has not read lines the log forgot) is counted at _first.
+        self.first = 0
+        # position -> how many readers are there; a reader behind first
+        # (it has not read lines the log forgot) is counted at first.
         self._readers = {}
         self._cursors = {}  # id -> the open Cursor of that reader
         # Ids of the cursors the log moved by itself, each once (a dict as
         # an ordered set): bounded by the readers, however seldom asked.
         self._moved = {}
 
-    @property
-    def first(self):
-        """The sequence number of the oldest line held."""
-        return self._first
-
     def __len__(self):
         """How many lines the log still holds for its readers."""
-        return self.end - self._first
+        return self.end - self.first
 
     def lines_since(self, sequence):
         """
         The lines held from sequence number C{sequence} on, as
         C{(sequence, author id or None, line)}.
         """
-        start = max(sequence, self._first)
+        start = max(sequence, self.first)
         index = start - self._base
         return list(zip(range(start, self.end), self._authors[index:], self._lines[index:]))
 
@@ -146,9 +143,9 @@ class SharedLog:
                 author.own = deque((sequence,))
             else:
                 author.own.append(sequence)
-        if self.capacity is not None and sequence + 1 - self._first > self.capacity:
+        if self.capacity is not None and sequence + 1 - self.first > self.capacity:
             self._forget_oldest()
-        elif self._first == sequence:
+        elif self.first == sequence:
             # The log held nothing anyone needed: if no reader waits at
             # this line either (an empty room), it is released at once.
             self._release()
@@ -158,7 +155,7 @@ class SharedLog:
         How many lines C{cursor} has yet to read, not counting its own, nor
         those the log has forgotten.
         """
-        position = max(cursor.position, self._first)
+        position = max(cursor.position, self.first)
         return self.end - position - (len(cursor.own) if cursor.own else 0)
 
     def discard(self, cursor, keep):
@@ -170,9 +167,9 @@ class SharedLog:
         """
         lost = 0
         position = cursor.position
-        if position < self._first:
-            lost = self._first - position
-            position = self._first
+        if position < self.first:
+            lost = self.first - position
+            position = self.first
         excess = self.unread(cursor) - keep
         if excess > 0:
             lost += excess
@@ -235,7 +232,7 @@ class SharedLog:
         The lines C{cursor} has not read yet and the log still holds, not
         its own, without taking them.
         """
-        start = max(cursor.position, self._first) - self._base
+        start = max(cursor.position, self.first) - self._base
         id = cursor.id
         return [
             line
@@ -254,7 +251,7 @@ class SharedLog:
         self._ends = list(
             accumulate((len(line) + _SEPARATOR_BYTES for line in self._lines), initial=0)
         )
-        self._base = self._first = first
+        self._base = self.first = first
         self.end = first + len(self._lines)
         by_id = self._cursors
         for cursor in cursors:
@@ -278,19 +275,19 @@ class SharedLog:
             readers = self._readers
             readers[position] = readers.get(position, 0) + 1
             # _uncount(old), inlined: this runs for nearly every poll.
-            counted = old if old > self._first else self._first
+            counted = old if old > self.first else self.first
             if readers[counted] == 1:
                 del readers[counted]
             else:
                 readers[counted] -= 1
             cursor.position = position
-            if old <= self._first:
+            if old <= self.first:
                 # It may have been the last reader at the first line held.
                 self._release()
 
     def _uncount(self, position):
         # A reader behind the forgotten lines is counted at the first line.
-        position = max(position, self._first)
+        position = max(position, self.first)
         readers = self._readers
         if readers[position] == 1:
             del readers[position]
@@ -298,7 +295,7 @@ class SharedLog:
             readers[position] -= 1
 
     def _forget_oldest(self):
-        sequence = self._first
+        sequence = self.first
         author = self._authors[sequence - self._base]
         if author is not None:
             # Only the line's author can find it among its own lines, and
@@ -315,7 +312,7 @@ class SharedLog:
         # them there, so that the log keeps what they will read.
         readers = self._readers
         waiting = readers.pop(sequence, 0)
-        self._first = sequence + 1
+        self.first = sequence + 1
         if waiting:
             readers[sequence + 1] = readers.get(sequence + 1, 0) + waiting
             self._compact()  # the new first line has readers: no scan
@@ -324,18 +321,18 @@ class SharedLog:
 
     def _release(self):
         readers = self._readers
-        first, end = self._first, self.end
+        first, end = self.first, self.end
         while first < end and first not in readers:
             first += 1
-        self._first = first
+        self.first = first
         self._compact()
 
     def _compact(self):
-        released = self._first - self._base
+        released = self.first - self._base
         # Compact when at least half the list is released lines, so that
         # memory stays within twice what readers still need.
         if released and released * 2 >= len(self._lines):
-            first = self._first
+            first = self.first
             del self._lines[:released]
             del self._authors[:released]
             del self._ends[:released]

@@ -29,8 +29,14 @@ READABLE_VERSIONS = (1, 2)
 """Version 1 (udpchat 1.0) is migrated to version 2 when the file is opened."""
 SYNCHRONOUS = ("normal", "full")
 
-WAL_PAGES = 8192
-"""Pages (4 KiB) of write-ahead log between two checkpoints."""
+WAL_BYTES = 32 * 1024 * 1024
+"""Write-ahead log between two checkpoints: a commit is mostly an append."""
+
+PAGE_BYTES = 1024
+"""
+The page size of a new file: a commit writes each page it changes (a few)
+to the write-ahead log whole, and rows are small.
+"""
 
 _SAVE_MEMBER = """
 INSERT INTO members VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -187,6 +193,8 @@ class Store:
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
         connection = sqlite3.connect(self.path, isolation_level=None)
         try:
+            # Before the first access, so that a new file gets it.
+            connection.execute(f"PRAGMA page_size = {PAGE_BYTES}")
             (application_id,) = connection.execute("PRAGMA application_id").fetchone()
             if application_id == 0 and not self._tables(connection):
                 # A new file: identify it before anything else is written.
@@ -200,9 +208,8 @@ class Store:
             if version == 1:
                 connection.executescript(f"BEGIN; {_MIGRATE_FROM_1} COMMIT;")
             connection.execute("PRAGMA journal_mode = WAL")
-            # Copy the log into the file every 32 MiB rather than 4: a
-            # commit is then mostly an append to the log.
-            connection.execute(f"PRAGMA wal_autocheckpoint = {WAL_PAGES}")
+            (page_bytes,) = connection.execute("PRAGMA page_size").fetchone()
+            connection.execute(f"PRAGMA wal_autocheckpoint = {WAL_BYTES // page_bytes}")
             connection.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
         except BaseException:
             connection.close()
