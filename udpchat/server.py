@@ -136,6 +136,10 @@ class HeldReplies:
         """Keep a reply until the next L{commit}."""
         self._replies.append((reply, address, admission))
 
+    def drop(self):
+        """Forget the replies held: there is no socket to send them on."""
+        self._replies = []
+
     def commit(self, changes, now, checkpoint=False):
         """
         Store C{changes}, then send the replies held.  If the store fails,
@@ -182,6 +186,7 @@ class ChatServerProtocol(DatagramProtocol):
         self._clock = clock
         self._seconds = clock.seconds
         self._limiter = limiter
+        self._admit = None if limiter is None else limiter.admit
         self._held = None if store is None else HeldReplies(store, self._send)
         self._ends_batches = False  # whether the transport calls flush()
         self._flush_call = None
@@ -203,6 +208,8 @@ class ChatServerProtocol(DatagramProtocol):
     def stopProtocol(self):
         # The port is closed: commit what was handled; the replies are lost,
         # as the network could have lost them.
+        if self._held is not None:
+            self._held.drop()
         self.flush()
         self.log_summary()
 
@@ -217,8 +224,8 @@ class ChatServerProtocol(DatagramProtocol):
                 source = address
             now = self._seconds()
             admission = None
-            if self._limiter is not None:
-                admission = self._limiter.admit(source, now)
+            if self._admit is not None:
+                admission = self._admit(source, now)
                 if not admission:
                     self.counts[admission.reason] += 1
                     return
