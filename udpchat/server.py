@@ -15,6 +15,7 @@ the operator's --log-level: twistd itself writes every event it is given.
 """
 
 import errno
+import ipaddress
 import socket
 import sqlite3
 from collections import Counter
@@ -191,18 +192,19 @@ class ChatServerProtocol(DatagramProtocol):
         self._ends_batches = False  # whether the transport calls flush()
         self._flush_call = None
         self._last_fault_logged = None
+        self._receive = room.receive
         self._log_requests = log_level == LogLevel.debug
         self.log = filtered_logger(f"{__name__}.{type(self).__name__}", self, log_level)
         self._summarised = Counter()
         self._summarised_at = clock.seconds()
 
     def startProtocol(self):
-        # A reply goes back to the address recvfrom() gave, so Twisted's
-        # Port.write need not check again that it is an IP literal: that
-        # check was an eighth of the time spent per datagram.
+        # A reply goes back to the address the port gave (an IP literal),
+        # so Twisted's Port.write need not check that it is one: that check
+        # was an eighth of the time spent per datagram.
         transport = self.transport
-        sock = getattr(transport, "socket", None)
-        self._write = transport.write if sock is None else sock.sendto
+        replier = getattr(transport, "replier", None)
+        self._write = transport.write if replier is None else replier()
         self._ends_batches = getattr(transport, "ends_batches", False)
 
     def stopProtocol(self):
@@ -214,14 +216,21 @@ class ChatServerProtocol(DatagramProtocol):
         self.log_summary()
 
     def datagramReceived(self, datagram, address):
+        """
+        Handle a datagram from C{address}, as any transport delivers it
+        (L{BatchingPort} calls L{request} itself).
+        """
+        self.request(datagram, canonical_address(address[:2]), address)
+
+    def request(self, datagram, source, reply_to):
+        """
+        Handle a datagram from C{source}, a canonical C{(host, port)}, and
+        answer it at C{reply_to}: what the transport's writer takes (the
+        address as received, or more: where to answer from).
+        """
         # The path of every datagram, kept flat: at 100,000 requests a
         # second each call on it costs a few per cent.
         try:
-            host = address[0]
-            if host[:7] == "::ffff:" and "." in host:
-                source = (host[7:], address[1])  # canonical_address(), inlined
-            else:
-                source = address
             now = self._seconds()
             admission = None
             if self._admit is not None:
@@ -235,28 +244,28 @@ class ChatServerProtocol(DatagramProtocol):
                     source=format_address(source),
                     datagram=datagram,
                 )
-            reply = self.room.receive(source, datagram, now)
+            reply = self._receive(source, datagram, now)
             if reply is ILLEGAL:
                 self.counts[ILLEGAL_REQUEST] += 1
             if self._held is None:
                 # _send(), inlined.
                 try:
-                    self._write(reply, address)
+                    self._write(reply, reply_to)
                 except (OSError, MessageLengthError):
                     self.counts[UNSENT] += 1
                 else:
                     if admission is not None and admission.limited:
                         self._limiter.charge(admission, len(reply), now)
             else:
-                self._held.hold(reply, address, admission)
+                self._held.hold(reply, reply_to, admission)
             if not self._ends_batches and self._flush_call is None:
                 self._flush_call = self._clock.callLater(0, self.flush)
         except Exception:
-            self._fault(address)
+            self._fault(source)
 
-    def _send(self, reply, address, admission, now):
+    def _send(self, reply, reply_to, admission, now):
         try:
-            self._write(reply, address)
+            self._write(reply, reply_to)
         except (OSError, MessageLengthError):
             # No route, a full buffer...: the client will time out.
             self.counts[UNSENT] += 1
@@ -298,7 +307,7 @@ class ChatServerProtocol(DatagramProtocol):
         """Save every member's idle timer, with a store."""
         self.flush(checkpoint=True)
 
-    def _fault(self, address):
+    def _fault(self, source):
         # A bug, not the sender's fault; one traceback per interval, so
         # that a datagram which triggers it cannot flood the log.
         now = self._clock.seconds()
@@ -307,7 +316,7 @@ class ChatServerProtocol(DatagramProtocol):
             self._last_fault_logged = now
             self.log.failure(
                 "request from {source} hit a bug; no reply sent",
-                source="-" if address is None else format_address(canonical_address(address)),
+                source="-" if source is None else format_address(source),
             )
         self.counts[FAULT] += 1
 
@@ -369,39 +378,140 @@ def periodic_services(protocol, clock):
     return services
 
 
+# Linux's IP_PKTINFO, which Python names only from 3.12 on (on Linux).
+_IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+
+_REPLY_SOURCES_KEPT = 256
+"""Ancillary data built for replies, kept per local address: a few."""
+
+
 class BatchingPort(udp.Port):
     """
     A UDP port that tells its protocol when a read of the socket is over
     (C{protocol.flush()}): the datagrams of one read are one batch, which
     shares one commit and one look at the room's changes, with no extra
     turn of the event loop.
+
+    It hands each datagram to C{protocol.request(datagram, source,
+    reply_to)}, with the sender's canonical C{(host, port)} and what
+    L{replier} needs to answer it.  On a wildcard address (C{0.0.0.0},
+    C{::}), it reads each datagram's destination address (C{IP_PKTINFO},
+    C{IPV6_PKTINFO}) and answers from it: a host with several addresses
+    would otherwise answer from the one its routing table prefers, which a
+    connected client never hears.
     """
 
     ends_batches = True
 
+    def _bindSocket(self):
+        udp.Port._bindSocket(self)
+        sock = self.socket
+        self._read = self._read_plain
+        self.answers_from_destination = False
+        if ipaddress.ip_address(sock.getsockname()[0]).is_unspecified:
+            if sock.family == socket.AF_INET6:
+                level, option = socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO
+            else:
+                level, option = socket.IPPROTO_IP, _IP_PKTINFO
+            sock.setsockopt(level, option, 1)
+            self._read = self._read_with_destination
+            self._reply_sources = {}
+            self.answers_from_destination = True
+
+    def replier(self):
+        """
+        The function that sends C{(reply, reply_to)}, for the C{reply_to}
+        this port gave with the request.
+        """
+        if not self.answers_from_destination:
+            return self.socket.sendto
+        sendmsg = self.socket.sendmsg
+
+        def reply_from_destination(reply, reply_to):
+            address, source = reply_to
+            sendmsg((reply,), source, 0, address)
+
+        return reply_from_destination
+
     def doRead(self):
+        # Read until the socket is empty, then end the batch.
+        try:
+            self._read()
+        finally:
+            self.protocol.flush()
+
+    def _read_plain(self):
         # udp.Port.doRead, with what it looks up per datagram looked up
-        # once per read, and the batch ended when the read is over.
-        protocol = self.protocol
-        received = protocol.datagramReceived
+        # once per read.
+        request = self.protocol.request
         recvfrom = self.socket.recvfrom
         size = self.maxPacketSize
-        trim = self.addressFamily == socket.AF_INET6
+        mapped = self.addressFamily == socket.AF_INET6
         read = 0
-        try:
-            while read < self.maxThroughput:
-                try:
-                    datagram, address = recvfrom(size)
-                except OSError as e:
-                    if e.errno in _NOTHING_TO_READ:
-                        return
-                    raise
-                read += len(datagram)
-                if trim:
-                    address = address[:2]  # no flow information, no scope
-                received(datagram, address)
-        finally:
-            protocol.flush()
+        while read < self.maxThroughput:
+            try:
+                datagram, address = recvfrom(size)
+            except OSError as e:
+                if e.errno in _NOTHING_TO_READ:
+                    return
+                raise
+            read += len(datagram)
+            if mapped:
+                address = address[:2]  # no flow information, no scope
+                host = address[0]
+                if host[:7] == "::ffff:" and "." in host:
+                    request(datagram, (host[7:], address[1]), address)
+                    continue
+            request(datagram, address, address)
+
+    def _read_with_destination(self):
+        request = self.protocol.request
+        recvmsg = self.socket.recvmsg
+        size = self.maxPacketSize
+        space = socket.CMSG_SPACE(20)  # an in6_pktinfo, or an in_pktinfo
+        reply_source = self._reply_source
+        read = 0
+        while read < self.maxThroughput:
+            try:
+                datagram, ancillary, _, address = recvmsg(size, space)
+            except OSError as e:
+                if e.errno in _NOTHING_TO_READ:
+                    return
+                raise
+            read += len(datagram)
+            address = address[:2]
+            host = address[0]
+            source = (host[7:], address[1]) if host[:7] == "::ffff:" and "." in host else address
+            request(datagram, source, (address, reply_source(ancillary)))
+
+    def _reply_source(self, ancillary):
+        """
+        The ancillary data that sends a reply from the address a request's
+        C{ancillary} data says it was sent to; C{()} if it says nothing.
+        """
+        for level, kind, data in ancillary:
+            if kind == socket.IPV6_PKTINFO and level == socket.IPPROTO_IPV6:
+                break
+            if kind == _IP_PKTINFO and level == socket.IPPROTO_IP:
+                break
+        else:
+            return ()
+        sources = self._reply_sources
+        source = sources.get(data)
+        if source is None:
+            if level == socket.IPPROTO_IP:
+                # in_pktinfo: interface, local address, header destination.
+                # Answer from the local address; let routing pick the way.
+                reply = b"\0\0\0\0" + data[4:8] + b"\0\0\0\0"
+            elif data[0] == 0xFE and data[1] & 0xC0 == 0x80:
+                reply = data[:20]  # link-local: the interface is its scope
+            else:
+                # in6_pktinfo: address, interface.  Any way out will do.
+                reply = data[:16] + b"\0\0\0\0"
+            if len(sources) >= _REPLY_SOURCES_KEPT:
+                sources.clear()
+            source = sources[data] = [(level, kind, reply)]
+        return source
 
 
 class ChatService(Service):
