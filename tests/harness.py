@@ -6,6 +6,7 @@ Everything here talks to loopback only, waits with deadlines rather than
 sleeps, and ends only the processes it started, by their PID.
 """
 
+import functools
 import os
 import re
 import shutil
@@ -124,14 +125,14 @@ class Server:
     def address(self, host="127.0.0.1"):
         return (host, self.port)
 
-    def stop(self, timeout=DEADLINE):
+    def stop(self, timeout=DEADLINE, signum=signal.SIGTERM):
         """
-        SIGTERM the server, wait for it, and return its exit code: if it has
-        not exited within C{timeout} seconds, it is killed, and the code
-        says so (C{-SIGKILL}).
+        Send the server C{signum}, wait for it, and return its exit code: if
+        it has not exited within C{timeout} seconds, it is killed, and the
+        code says so (C{-SIGKILL}).
         """
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(signum)
         try:
             code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -257,12 +258,18 @@ def free_port(family=socket.AF_INET, host="127.0.0.1"):
         return probe.getsockname()[1]
 
 
+def _setpriv_nobody(argv):
+    return [SETPRIV, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv]
+
+
 def as_nobody(argv=()):
     """
     C{argv} run by setpriv as user and group 65534, with no supplementary
-    groups; without C{argv}, the prefix that does so.
+    groups; without C{argv}, the prefix that does so.  Skips the test (see
+    L{require_nobody}) where that user could not run the server.
     """
-    return [SETPRIV, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv]
+    require_nobody(f"it runs twistd as user {NOBODY}")
+    return _setpriv_nobody(argv)
 
 
 def require_root(why):
@@ -276,11 +283,43 @@ def require_root(why):
         raise SkipTest(f"needs setpriv (util-linux): {why}")
 
 
-def environment(**changes):
-    """A copy of os.environ with C{changes} applied."""
-    env = dict(os.environ)
-    env.update(changes)
-    return env
+def require_nobody(why):
+    """
+    Skip the test, saying C{why}, unless it runs as root (see
+    L{require_root}) and user 65534 can run the installed C{twistd udpchat}
+    as L{as_nobody} runs it and enter the directory for temporary files:
+    not where the interpreter, the environment or that directory lies in a
+    private directory (a home directory of mode 0700, say).
+    """
+    require_root(why)
+    cannot = _nobody_cannot()
+    if cannot:
+        raise SkipTest(f"user {NOBODY} {cannot}: {why}")
+
+
+@functools.cache
+def _nobody_cannot():
+    """
+    Why user 65534 cannot run the installed C{twistd udpchat --help} or
+    enter the temporary directory, or "" if it can.
+    """
+    where = tempfile.gettempdir()
+    probes = {
+        f"cannot run {TWISTD}": [TWISTD, "udpchat", "--help"],
+        f"cannot enter {where}": ["/bin/sh", "-c", 'cd "$1"', "probe", where],
+    }
+    for cannot, argv in probes.items():
+        result = subprocess.run(
+            _setpriv_nobody(argv),
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=60,
+        )
+        if result.returncode != 0:
+            said = result.stderr.decode("utf-8", "replace").strip().splitlines()
+            return f"{cannot} ({said[-1] if said else f'exit status {result.returncode}'})"
+    return ""
 
 
 class ProcessTestCase(SynchronousTestCase):
@@ -326,15 +365,15 @@ class ProcessTestCase(SynchronousTestCase):
     def usage_error(self, *options, argv_prefix=()):
         """
         Like L{refused}, but the refusal must be a usage error as README.rst
-        describes it: exit status 1 and a last line C{twistd -n: REASON}.
-        Return C{REASON}.
+        describes it: exit status 1 and one line, C{twistd udpchat: REASON},
+        with nothing before it (no usage text).  Return C{REASON}.
         """
         code, output = self._refusal(options, argv_prefix)
         self.assertEqual(code, 1, output)
-        last = [line for line in output.splitlines() if line.strip()][-1]
-        prefix = f"{TWISTD} -n: "
-        self.assertTrue(last.startswith(prefix), output)
-        return last[len(prefix) :]
+        prefix = "twistd udpchat: "
+        self.assertEqual(len(output.splitlines()), 1, output)
+        self.assertTrue(output.startswith(prefix), output)
+        return output[len(prefix) :].rstrip("\n")
 
     def _refusal(self, options, argv_prefix):
         result = run_isolated(

@@ -16,10 +16,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.harness import DEADLINE, LISTENING, TWISTD, ProcessTestCase, wait_for
+from tests.harness import DEADLINE, LISTENING, TWISTD, ProcessTestCase, run_isolated, wait_for
 
 ILLEGAL = b"Illegal message"
-UNIT = Path(__file__).parent.parent / "contrib" / "udpchat.service"
+ROOT = Path(__file__).parent.parent
+UNIT = ROOT / "contrib" / "udpchat.service"
+IP_AND_UDP_HEADERS = {socket.AF_INET: 20 + 8, socket.AF_INET6: 40 + 8}
 
 
 def drain(member, limit=1000):
@@ -74,6 +76,16 @@ def read_pid(pidfile):
         return int(pidfile.read_text())
     except (FileNotFoundError, ValueError):
         return None
+
+
+def readme_section(title):
+    """The text of README.rst's section C{title}, its markup and line breaks removed."""
+    text = (ROOT / "README.rst").read_text()
+    start = text.index(f"\n{title}\n") + len(title) + 2
+    heading = re.compile(r"\n(\S[^\n]*)\n([=~^-])\2+\n")
+    following = heading.search(text, start + 1)
+    body = text[start : following.start() if following else len(text)]
+    return " ".join(body.replace("**", "").replace("``", "").split())
 
 
 def unit_settings():
@@ -392,8 +404,11 @@ class DaemonTests(ProcessTestCase):
     twistd without -n: it detaches, writes a pidfile and a logfile.
     """
 
-    def test_daemon_serves_and_stops_on_sigterm(self):
-        """A daemonized server writes its pidfile and log, chats, and exits on SIGTERM."""
+    def assert_daemon_serves_and_stops_on(self, signum):
+        """
+        Start a daemon, chat through it, send it C{signum}: it must stop as
+        on SIGTERM, logging that, leaving only its log file.
+        """
         directory = tempfile.TemporaryDirectory()
         self.addCleanup(directory.cleanup)
         cwd = Path(directory.name)
@@ -430,11 +445,75 @@ class DaemonTests(ProcessTestCase):
         self.assertEqual(bob.request(b"2 from a daemon"), b"")
         self.assertEqual(ann.request(b"5"), b"Bob has joined\nBob: from a daemon")
 
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signum)
         wait_for(lambda: not pidfile.exists())
         wait_for(lambda: process_ended(pid))
-        self.assertNotIn("Traceback", logfile.read_text())
+        log = logfile.read_text()
+        self.assertNotIn("Traceback", log)
+        self.assertRegex(log, r"udpchat stopped: 2 members and \d+ stored lines? dropped")
         self.assertEqual(sorted(p.name for p in cwd.iterdir()), ["twistd.log"])
+
+    def test_daemon_serves_and_stops_on_sigterm(self):
+        """A daemonized server writes its pidfile and log, chats, and exits on SIGTERM."""
+        self.assert_daemon_serves_and_stops_on(signal.SIGTERM)
+
+    def test_daemon_stops_on_sighup_as_on_sigterm(self):
+        """On SIGHUP a daemon logs that it stopped and removes its pidfile, as on SIGTERM."""
+        self.assert_daemon_serves_and_stops_on(signal.SIGHUP)
+
+
+class PidfileTests(ProcessTestCase):
+    """
+    twistd's pid file, as README.rst describes it.
+    """
+
+    def test_pidfile_of_a_running_server_refuses_a_second_one(self):
+        """While the pid file names a running server, a second one from there is refused."""
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        pidfile = Path(directory.name) / "twistd.pid"
+        argv = [TWISTD, "-n", f"--pidfile={pidfile}", "udpchat", "--port", "0",
+                "--interface", "127.0.0.1"]
+        first = self.server(argv=argv)
+        self.assertEqual(read_pid(pidfile), first.process.pid)
+        second = run_isolated(argv)
+        self.assertEqual(second.returncode, 1)
+        self.assertIn(f"Another twistd server is running, PID {first.process.pid}",
+                      second.stderr.decode())
+
+    def test_pidfile_left_by_kill_9_is_removed_at_the_next_start(self):
+        """A pid file left by a killed server does not stop the next one: twistd removes it."""
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        pidfile = Path(directory.name) / "twistd.pid"
+        argv = [TWISTD, "-n", f"--pidfile={pidfile}", "udpchat", "--port", "0",
+                "--interface", "127.0.0.1"]
+        first = self.server(argv=argv)
+        self.assertEqual(first.stop(signum=signal.SIGKILL), -signal.SIGKILL)
+        self.assertEqual(read_pid(pidfile), first.process.pid)
+        second = self.server(argv=argv)
+        self.assertEqual(read_pid(pidfile), second.process.pid)
+        self.assertIn(f"Removing stale pidfile {pidfile}", second.output.text())
+        self.assertEqual(self.member(second).request(b"1 Al"), b"")
+        self.assertIn("is removed by the next start (Removing stale pidfile)",
+                      readme_section("The server"))
+
+
+class AmplificationTests(ProcessTestCase):
+    """
+    The figures of README.rst's Amplification section, measured.
+    """
+
+    def test_empty_datagram_amplification_is_the_one_stated(self):
+        """README.rst states what an empty datagram's reply weighs against it on the wire."""
+        server = self.server(interface=None)
+        stated = readme_section("Amplification")
+        for host in ("127.0.0.1", "::1"):
+            member = self.member(server.address(host))
+            reply = member.request(b"")
+            self.assertEqual(reply, ILLEGAL)
+            headers = IP_AND_UDP_HEADERS[member.socket.family]
+            self.assertIn(f"{(len(reply) + headers) / headers:.2f}x", stated, host)
 
 
 class SystemdUnitTests(ProcessTestCase):
@@ -481,7 +560,7 @@ class SystemdUnitTests(ProcessTestCase):
         self.assertEqual(os.listdir(server.cwd.name), [])
 
     def test_unit_has_no_exec_reload(self):
-        """The unit offers no reload: twistd does not handle SIGHUP."""
+        """The unit offers no reload: SIGHUP stops the server, as SIGTERM does."""
         self.assertEqual(self.values("ExecReload"), [])
 
     def test_unit_is_simple_and_unprivileged(self):
@@ -494,8 +573,39 @@ class SystemdUnitTests(ProcessTestCase):
 
 class ShutdownTests(ProcessTestCase):
     """
-    The foreground server and SIGTERM.
+    The foreground server and SIGTERM, SIGHUP.
     """
+
+    def test_sighup_stops_server_as_sigterm_does(self):
+        """SIGHUP ends twistd -n cleanly (exit status 0), logging what it drops."""
+        server = self.server()
+        ann, bob = (self.member(server) for _ in range(2))
+        self.assertEqual(ann.request(b"1 Ann"), b"")
+        self.assertEqual(bob.request(b"1 Bob"), b"Ann")
+        self.assertEqual(server.stop(signum=signal.SIGHUP), 0)
+        output = server.output.text()
+        self.assertNotIn("Traceback", output)
+        self.assertRegex(output, "Received SIGHUP, shutting down")
+        self.assertRegex(output, r"udpchat stopped: 2 members and 1 stored line dropped")
+
+    def test_sighup_keeps_the_state_and_restart_restores_it(self):
+        """With --state, SIGHUP saves the room, and the next server restores it."""
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        path = os.path.join(directory.name, "room.db")
+        server = self.server("--state", path)
+        ann, bob = (self.member(server) for _ in range(2))
+        self.assertEqual(ann.request(b"1 Ann"), b"")
+        self.assertEqual(bob.request(b"1 Bob"), b"Ann")
+        self.assertEqual(bob.request(b"2 before the hangup"), b"")
+        self.assertEqual(server.stop(signum=signal.SIGHUP), 0)
+        self.assertRegex(
+            server.output.text(),
+            r"udpchat stopped: 2 members and \d+ stored lines? kept in " + re.escape(path),
+        )
+        again = self.server("--state", path, "--port", str(server.port))
+        self.assertRegex(again.output.text(), r"restored 2 members and \d+ stored lines? from ")
+        self.assertEqual(ann.request(b"5"), b"Bob has joined\nBob: before the hangup")
 
     def test_sigterm_stops_server_promptly_without_traceback(self):
         """SIGTERM ends twistd -n within 5 seconds (or it is killed), cleanly."""

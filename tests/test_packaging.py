@@ -11,7 +11,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.harness import TWISTD, run_isolated
 
@@ -109,3 +109,30 @@ class ReadmeTests(SynchronousTestCase):
         client = readme.index("venv/bin/python -m udpchat.client 127.0.0.1 12345")
         tests = readme.index(TEST_COMMAND)
         self.assertLess(max(server, client, tests), readme.index("A session"))
+
+
+class GitTests(SynchronousTestCase):
+    """
+    What git keeps of the checkout: not what running the project writes.
+    """
+
+    def git(self, *args):
+        """Run git C{args} in the checkout; return the CompletedProcess."""
+        if shutil.which("git") is None:
+            raise SkipTest("needs git")
+        return subprocess.run(
+            ["git", "-C", str(ROOT), *args], capture_output=True, timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def setUp(self):
+        inside = self.git("rev-parse", "--is-inside-work-tree")
+        if inside.returncode != 0 or inside.stdout.strip() != b"true":
+            said = inside.stderr.decode("utf-8", "replace").strip().splitlines() or ["no"]
+            raise SkipTest(f"needs a git checkout that git will read ({said[0]})")
+
+    def test_benchmark_results_are_not_kept(self):
+        """benchmarks/results/latest.json, which each benchmark run writes, is ignored and untracked."""
+        latest = "benchmarks/results/latest.json"
+        self.assertEqual(self.git("check-ignore", "-q", "--no-index", latest).returncode, 0)
+        self.assertEqual(self.git("ls-files", latest).stdout, b"")

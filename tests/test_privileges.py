@@ -2,8 +2,10 @@
 The server and the users it runs as: binding before twistd drops privileges,
 and the errors an unprivileged user meets.
 
-These tests need root to switch users, and setpriv (util-linux): CI and the
-development machines have both; elsewhere they skip.
+These tests need root to switch users, and setpriv (util-linux); those that
+start twistd as user 65534 need an installation that user can run (not one
+in a private directory). CI and the development machines have all that;
+elsewhere they skip, saying what is missing.
 """
 
 import socket

@@ -9,23 +9,24 @@ options come from L{udpchat.tap.NUMBERS}, the one place that declares them.
 
 import os
 import re
+import signal
 import socket
 from pathlib import Path
 
-from twisted.application.service import IServiceCollection
+from twisted.application.service import IServiceCollection, Service
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 from twisted.logger import LogLevel, capturedLogs
-from twisted.python import usage
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tests.harness import DEADLINE
 from udpchat.binding import bind_udp
 from udpchat.server import ChatServerProtocol, ChatService
-from udpchat.tap import NUMBERS, OptionBound, Options, makeService
+from udpchat.tap import NUMBERS, OptionBound, Options, StopOnHangUp, makeService
 
 LOOPBACK = ["--interface", "127.0.0.1", "--port", "0"]
 README = Path(__file__).resolve().parent.parent / "README.rst"
@@ -45,15 +46,29 @@ class OptionsTestMixin:
         self.addCleanup(config["socket"].close)
         return config
 
-    def usage_error(self, *args):
-        """Parse C{args}, which must fail; return the usage error's message."""
-        config = Options()
+    def refusal(self, config, args):
+        """
+        Parse C{args} into C{config}; return the reason it was refused (the
+        one line twistd ends with, after C{twistd udpchat: }), or None.
+        """
         try:
             config.parseOptions(list(args))
-        except usage.UsageError as e:
-            return str(e)
-        config["socket"].close()
-        self.fail(f"{args!r} parsed: {dict(config)!r}")
+        except SystemExit as e:
+            prefix = "twistd udpchat: "
+            self.assertIsInstance(e.code, str)
+            self.assertTrue(e.code.startswith(prefix), e.code)
+            self.assertNotIn("\n", e.code)
+            return e.code[len(prefix) :]
+        return None
+
+    def usage_error(self, *args):
+        """Parse C{args}, which must fail; return the reason."""
+        config = Options()
+        reason = self.refusal(config, args)
+        if reason is None:
+            config["socket"].close()
+            self.fail(f"{args!r} parsed: {dict(config)!r}")
+        return reason
 
     def assert_accepted(self, option, value):
         """
@@ -62,11 +77,10 @@ class OptionsTestMixin:
         kernel grants a user), the error is the host's, not the range's.
         """
         config = Options()
-        try:
-            config.parseOptions([*LOOPBACK, option, str(value)])
-        except usage.UsageError as e:
+        reason = self.refusal(config, [*LOOPBACK, option, str(value)])
+        if reason is not None:
             host_refusals = ("cannot listen on UDP port", f"{option} {value}: the kernel granted")
-            self.assertTrue(str(e).startswith(host_refusals), f"{option} {value}: {e}")
+            self.assertTrue(reason.startswith(host_refusals), f"{option} {value}: {reason}")
             return
         self.addCleanup(config["socket"].close)
         self.assertEqual(config[option[2:]], value, option)
@@ -496,6 +510,116 @@ class ServingTests(OptionsTestMixin, TestCase):
         self.assertEqual(reply, b"")
         # However the socket is handed over, the given reactor watches it.
         self.assertTrue(given.asked & {"adoptDatagramPort", "addReader"}, given.asked)
+
+
+class StoppableReactor:
+    """
+    The reactor as a signal handler sees it: what it is asked to call from
+    a thread waits for L{run_calls}; L{stop} counts, and refuses a second.
+    """
+
+    def __init__(self):
+        self.calls = []
+        self.stops = 0
+
+    def callFromThread(self, f, *args, **kwargs):
+        self.calls.append((f, args, kwargs))
+
+    def run_calls(self):
+        calls, self.calls = self.calls, []
+        for f, args, kwargs in calls:
+            f(*args, **kwargs)
+
+    def stop(self):
+        if self.stops:
+            raise ReactorNotRunning("Can't stop reactor that isn't running.")
+        self.stops += 1
+
+
+class StoppingChild(Service):
+    """A service whose stop ends only when C{stopped} fires."""
+
+    def __init__(self):
+        self.stopped = Deferred()
+
+    def stopService(self):
+        Service.stopService(self)
+        return self.stopped
+
+
+class HangUpTests(SynchronousTestCase):
+    """
+    L{StopOnHangUp}, the service at the top of what makeService builds, and
+    SIGHUP sent to this very process.
+    """
+
+    def setUp(self):
+        before = signal.getsignal(signal.SIGHUP)
+        self.addCleanup(signal.signal, signal.SIGHUP, signal.SIG_DFL if before is None else before)
+        self.reactor = StoppableReactor()
+        self.service = StopOnHangUp(self.reactor)
+
+    def hang_up(self):
+        """Send SIGHUP to this process, which must be handled (not kill it)."""
+        self.assertNotIn(signal.getsignal(signal.SIGHUP), (signal.SIG_DFL, None))
+        signal.raise_signal(signal.SIGHUP)
+
+    def test_makeService_serves_under_it(self):
+        """makeService builds its services under a L{StopOnHangUp}."""
+        config = Options()
+        config.parseOptions(LOOPBACK)
+        self.addCleanup(config["socket"].close)
+        self.assertIsInstance(makeService(config, reactor=Clock()), StopOnHangUp)
+
+    def test_sighup_stops_the_reactor(self):
+        """SIGHUP while the service runs stops the reactor, and says so."""
+        self.service.startService()
+        self.hang_up()
+        self.assertEqual(self.reactor.stops, 0, "stopped inside the signal handler")
+        with capturedLogs() as events:
+            self.reactor.run_calls()
+        self.assertEqual(self.reactor.stops, 1)
+        self.assertEqual(
+            [event["log_format"] for event in events], ["Received SIGHUP, shutting down."]
+        )
+
+    def test_sighup_while_stopping_changes_nothing(self):
+        """A second SIGHUP, the reactor stopping, is neither an error nor logged."""
+        self.service.startService()
+        self.hang_up()
+        self.hang_up()
+        with capturedLogs() as events:
+            self.reactor.run_calls()
+        self.assertEqual(self.reactor.stops, 1)
+        self.assertEqual(len(events), 1)
+
+    def test_handler_is_put_back_once_every_child_has_stopped(self):
+        """SIGHUP is handled until the children's stop ends; then the handler before is back."""
+        def before(signum, frame):
+            pass
+
+        signal.signal(signal.SIGHUP, before)
+        child = StoppingChild()
+        child.setServiceParent(self.service)
+        self.service.startService()
+        stopped = self.service.stopService()
+        self.hang_up()
+        self.reactor.run_calls()
+        self.assertEqual(self.reactor.stops, 1)
+        self.assertNoResult(stopped)
+        child.stopped.callback(None)
+        self.successResultOf(stopped)
+        self.assertIs(signal.getsignal(signal.SIGHUP), before)
+
+    def test_ignored_sighup_stays_ignored(self):
+        """A SIGHUP ignored when the service starts (nohup) stays ignored."""
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        self.service.startService()
+        self.assertIs(signal.getsignal(signal.SIGHUP), signal.SIG_IGN)
+        signal.raise_signal(signal.SIGHUP)
+        self.service.stopService()
+        self.assertEqual((self.reactor.calls, self.reactor.stops), ([], 0))
+        self.assertIs(signal.getsignal(signal.SIGHUP), signal.SIG_IGN)
 
 
 class BoundsTests(OptionsTestMixin, SynchronousTestCase):

@@ -2,8 +2,8 @@
 The twistd plugin's command line (C{twistd udpchat --help}) and service.
 
 Every option is checked here, and the socket is bound here too, so that a bad
-value, a port in use or a permission problem is a one-line usage error before
-twistd daemonizes, never a traceback afterwards.
+value, a port in use or a permission problem ends twistd with one line on
+stderr before it daemonizes, never a traceback afterwards.
 
 The range of each whole-number option is declared once, in L{NUMBERS}:
 L{Options.postOptions} checks values against it, C{--help} shows it, and
@@ -11,9 +11,11 @@ the tests read it.
 """
 
 import ipaddress
+import signal
 
 from twisted.application.service import MultiService
-from twisted.logger import LogLevel
+from twisted.internet.error import ReactorNotRunning
+from twisted.logger import LogLevel, Logger
 from twisted.python import usage
 
 from udpchat import limits, store
@@ -36,6 +38,7 @@ DEFAULT_REPLY_BURST = 256 * 1024
 LARGEST_UDP_PAYLOAD = 65507  # 65535 - 8 (UDP header) - 20 (IPv4 header)
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 A_YEAR = 366 * 24 * 3600
+COMMAND = "twistd udpchat"
 
 
 class OptionBound:
@@ -273,6 +276,21 @@ class Options(usage.Options):
         ],
     ])
 
+    def parseOptions(self, options=None):
+        """
+        Parse and check C{options} (by default C{sys.argv[1:]}), and bind
+        the socket.
+
+        @raise SystemExit: with the message C{"twistd udpchat: REASON"}
+            (exit status 1) for any mistake in C{options}, or a port or
+            state file that cannot be had.  twistd would print its whole
+            usage text before a L{usage.UsageError}'s reason.
+        """
+        try:
+            usage.Options.parseOptions(self, options)
+        except usage.UsageError as e:
+            raise SystemExit(f"{COMMAND}: {e}") from None
+
     def postOptions(self):
         for name, number in NUMBERS.items():
             if self[name] is not None:
@@ -326,6 +344,56 @@ class Options(usage.Options):
             ) from None
 
 
+class StopOnHangUp(MultiService):
+    """
+    The server's services, which stop on SIGHUP as on SIGTERM.
+
+    twistd stops the reactor on SIGTERM and SIGINT, so that every service
+    stops in order (the state saved, the pid file removed), but leaves
+    SIGHUP to its default action: an abrupt death.  While this service
+    runs, SIGHUP stops the reactor too, unless it was ignored when the
+    service started (as under C{nohup}); the handler it replaced is put
+    back once every child has stopped.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor):
+        MultiService.__init__(self)
+        self._reactor = reactor
+        self._replaced = None
+
+    def startService(self):
+        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+            replaced = signal.signal(signal.SIGHUP, self._hang_up)
+            # None: a handler not set from Python; put the default back.
+            self._replaced = signal.SIG_DFL if replaced is None else replaced
+        MultiService.startService(self)
+
+    def stopService(self):
+        stopped = MultiService.stopService(self)
+        return stopped.addBoth(self._put_back)
+
+    def _put_back(self, result):
+        # Only now: a SIGHUP while the children flush must not kill them.
+        if self._replaced is not None:
+            signal.signal(signal.SIGHUP, self._replaced)
+            self._replaced = None
+        return result
+
+    def _hang_up(self, signum, frame):
+        # What the reactor's own SIGTERM handler does: a signal handler may
+        # only ask the reactor to run something.
+        self._reactor.callFromThread(self._stop)
+
+    def _stop(self):
+        try:
+            self._reactor.stop()
+        except ReactorNotRunning:
+            return  # stopping already: a second signal changes nothing
+        self.log.info("Received SIGHUP, shutting down.")
+
+
 def makeService(config, reactor=None):
     """
     Build the udpchat service from parsed L{Options}.
@@ -354,7 +422,7 @@ def makeService(config, reactor=None):
         room, reactor, log_level=config["log-level"], limiter=limiter, store=state
     )
     # The chat service first: it opens the store the timers write to.
-    top = MultiService()
+    top = StopOnHangUp(reactor)
     ChatService(config["socket"], protocol, reactor).setServiceParent(top)
     for timer in periodic_services(protocol, reactor):
         timer.setServiceParent(top)
