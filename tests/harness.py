@@ -322,6 +322,13 @@ def _nobody_cannot():
     return ""
 
 
+def environment(**changes):
+    """A copy of os.environ with C{changes} applied."""
+    env = dict(os.environ)
+    env.update(changes)
+    return env
+
+
 class ProcessTestCase(SynchronousTestCase):
     """
     A test that starts real servers, members and clients: each is stopped
