@@ -13,10 +13,13 @@ which modules the command loads.
 
 import ast
 import errno
+import io
+import os
 import signal
 import subprocess
 import sys
 import tempfile
+from contextlib import redirect_stderr
 from pathlib import Path
 
 from twisted.internet.error import ConnectionDone
@@ -30,21 +33,36 @@ from tests.harness import (
     DEADLINE,
     Member,
     ProcessTestCase,
-    environment,
     free_port,
     lines_until,
     run_isolated,
     wait_for,
 )
 from udpchat import client as client_module
+from udpchat.client import PROGRAM
 from udpchat import wire
 from udpchat.raw import RawSession, StdioLines
-from udpchat.session import INTERRUPTED, NO_REPLY, ChatClient
+from udpchat.session import INTERRUPTED, MAX_REPLY_BYTES, NO_REPLY, READ_BYTES, ChatClient
 
 SERVER = ("127.0.0.1", 12345)
 STRANGER = ("127.0.0.1", 54321)
 LONGEST_TEXT = 1024  # bytes of a chat text, as README.rst states
-CLIENT_WING = ("wire", "session", "raw", "console", "client")  # each on those before it
+
+# What a hostile server may send: a title (OSC 0), the clipboard (OSC 52),
+# a screen clear, a C1 CSI, a CR that would overwrite the line, a
+# right-to-left override, a line separator, bytes that are not UTF-8; and
+# what a terminal should show of it.
+HOSTILE_REPLY = (
+    "Mallory: \x1b]0;pwned\x07\x1b]52;c;cm0gLXJmIH4=\x07\x1b[2J\u009b31m\tred\r"
+    "\u202etxet\u200f\u2028\x7f\nMallory has joined"
+).encode() + b" \xff\xc3"
+HOSTILE_REPLY_SHOWN = [
+    "Mallory: \\x1b]0;pwned\\x07\\x1b]52;c;cm0gLXJmIH4=\\x07\\x1b[2J\\x9b31m\tred\\x0d"
+    "\\u202etxet\u200f\\u2028\\x7f",
+    "Mallory has joined \ufffd\ufffd",
+]
+# Each module of the client wing imports only those before it.
+CLIENT_WING = ("wire", "terminal", "session", "raw", "console", "client")
 
 
 class FakeStdio:
@@ -95,12 +113,18 @@ class FakeServerTestCase(SynchronousTestCase):
     the server would.
     """
 
-    def connect(self, show, warn, poll_interval=1.0, timeout=2.0):
+    def connect(self, show, warn, forgotten, poll_interval=1.0, timeout=2.0):
         """Make C{self.client}, with C{self.clock} and C{self.transport}."""
         self.clock = Clock()
         self.transport = FakeDatagramTransport()
         self.client = ChatClient(
-            SERVER, self.clock, show=show, warn=warn, poll_interval=poll_interval, timeout=timeout
+            SERVER,
+            self.clock,
+            show=show,
+            warn=warn,
+            forgotten=forgotten,
+            poll_interval=poll_interval,
+            timeout=timeout,
         )
         self.client.makeConnection(self.transport)
         return self.client
@@ -125,7 +149,12 @@ class ClientTestCase(FakeServerTestCase):
     def setUp(self):
         self.shown = []
         self.warned = []
-        self.connect(self.shown.append, self.warned.append, poll_interval=self.poll_interval)
+        self.connect(
+            self.shown.append,
+            self.warned.append,
+            lambda: self.warned.append("forgotten"),
+            poll_interval=self.poll_interval,
+        )
 
     def joined(self):
         """Join as Cy, the server accepting it."""
@@ -242,7 +271,12 @@ class ChatClientTests(ClientTestCase):
     def test_a_datagram_that_cannot_be_sent_is_reported_and_times_out(self):
         """A send refused by the system (no route) is reported, then counted as unanswered."""
         client = ChatClient(
-            SERVER, self.clock, show=self.shown.append, warn=self.warned.append, timeout=2.0
+            SERVER,
+            self.clock,
+            show=self.shown.append,
+            warn=self.warned.append,
+            forgotten=lambda: None,
+            timeout=2.0,
         )
         client.makeConnection(UnroutableTransport())
         answered = client.request(b"5")
@@ -252,6 +286,44 @@ class ChatClientTests(ClientTestCase):
         self.clock.advance(2.0)
         self.assertIsNone(self.successResultOf(answered))
         self.assertEqual(client.unanswered, 1)
+
+    def test_the_largest_reply_is_taken_whole(self):
+        """A reply of 65,535 bytes, more than UDP carries, is shown whole."""
+        self.client.send(b"5")
+        self.answer(b"x" * MAX_REPLY_BYTES)
+        self.assertEqual(self.shown, [b"x" * 65535])
+        self.assertEqual(READ_BYTES, 65536)  # the port reads a byte more: see the next test
+
+    def test_a_reply_cut_by_the_system_is_reported_never_shown(self):
+        """
+        A datagram that filled the port's whole read is taken to be cut: the
+        request counts as unanswered, with its own warning, and the next goes.
+        """
+        answered = self.client.request(b"5")
+        self.client.send(b"2 next")
+        self.answer(b"x" * READ_BYTES)
+        self.assertIsNone(self.successResultOf(answered))
+        self.assertEqual(
+            self.warned,
+            [
+                "a reply from 127.0.0.1 port 12345 was longer than 65535 bytes and could "
+                "not be read whole: not shown"
+            ],
+        )
+        self.assertEqual((self.shown, self.client.unanswered), ([], 1))
+        self.assertEqual(self.sent(), [b"5", b"2 next"])
+        self.answer(b"")
+        self.clock.advance(100)
+        self.assertEqual(len(self.warned), 1)  # the timer was stopped
+
+    def test_a_cut_reply_to_a_poll_is_followed_by_the_next_poll(self):
+        """An automatic poll whose reply was cut: reported, not counted; polling goes on."""
+        self.joined()
+        self.clock.advance(1.0)
+        self.answer(b"x" * READ_BYTES)
+        self.clock.advance(1.0)
+        self.assertEqual(self.sent(), [b"1 Cy", b"5", b"5"])
+        self.assertEqual((self.shown, len(self.warned), self.client.unanswered), ([], 1, 0))
 
 
 class PollingTests(ClientTestCase):
@@ -344,8 +416,7 @@ class PollingTests(ClientTestCase):
         self.assertEqual(self.sent(), [b"1 Cy", b"5", b"5"])
         self.assertEqual(len(self.warned), 2)
         self.assertIn("no reply", self.warned[0])
-        self.assertIn("no longer knows this client as a member", self.warned[1])
-        self.assertIn("join again", self.warned[1])
+        self.assertEqual(self.warned[1], "forgotten")  # the session says what to do
         self.assertEqual((self.shown, self.client.unanswered), ([], 0))
         self.client.send(b"5")  # a typed 5 shows its reply, whatever it is
         self.answer(wire.ILLEGAL)
@@ -386,10 +457,14 @@ class RawSessionTestCase(FakeServerTestCase):
     does not poll by itself.
     """
 
+    terminal = False
+
     def setUp(self):
         self.complaints = []
-        self.session = RawSession(complain=self.complaints.append)
-        self.connect(self.session.show, self.session.warn, poll_interval=0)
+        self.session = RawSession(complain=self.complaints.append, terminal=self.terminal)
+        self.connect(
+            self.session.show, self.session.warn, self.session.forgotten, poll_interval=0
+        )
         self.stdio = FakeStdio(StdioLines(self.session))
         self.session.attach(self.client, self.stdio.protocol)
 
@@ -443,10 +518,21 @@ class RawSessionTests(RawSessionTestCase):
         self.assertEqual(self.complaints, [])
 
     def test_replies_are_printed_exactly_as_sent(self):
-        """The raw console passes a reply's bytes through, whatever they hold."""
+        """Through a pipe, the raw console passes a reply's bytes through, whatever they hold."""
         self.type(b"5\n")
-        self.answer(b"caf\xe9 \x1b[2J")
-        self.assertEqual(self.stdio.output, b"caf\xe9 \x1b[2J\n")
+        self.answer(HOSTILE_REPLY)
+        self.assertEqual(self.stdio.output, HOSTILE_REPLY + b"\n")
+
+    def test_forgotten_says_how_to_join_again(self):
+        """When the server forgets the member, the raw console says to join again with 1."""
+        self.session.forgotten()
+        self.assertEqual(
+            self.complaints,
+            [
+                "the server no longer knows this client as a member (was it restarted?): "
+                "automatic polling stopped; join again with 1 NAME"
+            ],
+        )
 
     def test_end_of_input_leaves_after_the_lines_before_it(self):
         """At the end of input the lines read are sent, then 4, then the session ends with 0."""
@@ -572,6 +658,35 @@ class RawSessionTests(RawSessionTestCase):
         self.assertEqual(self.complaints[-1], "1 request got no reply")
 
 
+class TerminalRawSessionTests(RawSessionTestCase):
+    """
+    The raw console with a terminal on stdout: what the terminal would obey
+    is shown escaped.
+    """
+
+    terminal = True
+
+    def test_controls_and_bidirectional_controls_are_escaped(self):
+        """
+        ESC, CR, DEL, C1, line separators and bidi overrides are escaped;
+        TAB, text and right-to-left marks are kept; bytes not UTF-8 are U+FFFD.
+        """
+        self.type(b"5\n")
+        self.answer(HOSTILE_REPLY)
+        self.assertEqual(self.stdio.lines(), HOSTILE_REPLY_SHOWN)
+        self.assertEqual(self.complaints, [])
+
+    def test_every_control_but_tab_and_newline_is_escaped(self):
+        """No C0, DEL or C1 character reaches the terminal; lines stay one per server line."""
+        controls = "".join(map(chr, [*range(0x20), 0x7F, *range(0x80, 0xA0)]))
+        self.type(b"5\n")
+        self.answer(controls.encode())
+        shown = self.stdio.output.decode()
+        self.assertEqual([char for char in shown if char in controls], ["\t", "\n", "\n"])
+        escaped = "".join(f"\\x{code:02x}" for code in range(9))
+        self.assertEqual(shown.split("\n")[0], escaped + "\t")
+
+
 class LongLineTests(RawSessionTestCase):
     """
     Lines too long to be legal requests are refused before they are sent.
@@ -635,6 +750,25 @@ class ArgumentParsingTests(SynchronousTestCase):
             ["h", "1", "--poll-interval", "0", "--timeout", "0.5", "--name", "Zoé"]
         )
         self.assertEqual((options.poll_interval, options.timeout, options.name), (0, 0.5, "Zoé"))
+
+    def test_seconds_out_of_range_say_what_is_allowed(self):
+        """A wrong --timeout or --poll-interval says which numbers it takes."""
+        cases = {
+            ("--timeout", "0"): "argument --timeout: must be a number of seconds greater than 0 "
+            "and up to 86400, not '0'",
+            ("--poll-interval", "-1"): "argument --poll-interval: must be a number of seconds "
+            "from 0 (never) to 86400, not '-1'",
+            ("--timeout", "nan"): "argument --timeout: must be a number of seconds greater than "
+            "0 and up to 86400, not 'nan'",
+            ("--poll-interval", "86401"): "argument --poll-interval: must be a number of "
+            "seconds from 0 (never) to 86400, not '86401'",
+        }
+        for argv, message in cases.items():
+            stderr = io.StringIO()
+            with self.assertRaises(SystemExit) as raised, redirect_stderr(stderr):
+                client_module.parse_arguments(["h", "1", *argv])
+            self.assertEqual(raised.exception.code, 2)
+            self.assertEqual(stderr.getvalue().splitlines()[-1], f"{PROGRAM}: error: {message}")
 
 
 def udpchat_imports(module):
@@ -914,7 +1048,7 @@ class CommandLineTests(CommandTestCase):
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
-                    env=environment(CI="true"),
+                    env=dict(os.environ, CI="true"),
                 )
                 self.addCleanup(reap, process)
             outcomes = {}

@@ -25,33 +25,47 @@ import tempfile
 import termios
 import threading
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.conch.insults.insults import ServerProtocol
 from twisted.internet import defer
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.harness import (
     DEADLINE,
     OutputReader,
     ProcessTestCase,
-    environment,
     lines_until,
     wait_for,
 )
-from tests.test_client import FakeServerTestCase, FakeStdio
+from tests.test_client import HOSTILE_REPLY, HOSTILE_REPLY_SHOWN, FakeServerTestCase, FakeStdio
 from udpchat import console, wire
 from udpchat.session import NO_REPLY
+from udpchat.terminal import visible
 
 NO_REPLY_WARNING = "no reply from 127.0.0.1 port 12345 within 2 s (is the server running?)"
+FORGOTTEN = "the server has forgotten you (restarted? idle too long?): /join to join again"
 UP = "\x1b[A"
+DOWN = "\x1b[B"
+RIGHT = "\x1b[C"
 LEFT = "\x1b[D"
+DELETE = "\x1b[3~"
+BACKSPACE = "\x7f"
+CTRL_A = "\x01"
 CTRL_C = "\x03"
 CTRL_D = "\x04"
+CTRL_E = "\x05"
+CTRL_K = "\x0b"
 CTRL_U = "\x15"
+CTRL_W = "\x17"
+LINE = "".join(chr(ord("a") + i % 26) for i in range(100))  # wider than the terminals here
 
 
 class Screen:
     """
     Just enough of a VT100 to see what a user would: printable text with
-    automatic wrap and scrolling, CR, LF, and the CSI sequences that move
+    automatic wrap and scrolling, CR, LF, TAB, and the CSI sequences that move
     the cursor and erase.  Renditions (SGR) and modes are ignored, and
     every character takes one column.
     """
@@ -91,6 +105,8 @@ class Screen:
             self.column, self._wrap = 0, False
         elif char == "\n":
             self._line_feed()
+        elif char == "\t":
+            self.column = min((self.column // 8 + 1) * 8, self.columns - 1)
         elif char >= " ":
             self._put(char)
 
@@ -153,7 +169,7 @@ class TerminalClient:
             stdin=self.slave,
             stdout=self.slave,
             stderr=subprocess.PIPE,
-            env=environment(**{"TERM": "xterm", "NO_COLOR": "", **(env or {})}),
+            env={**os.environ, "TERM": "xterm", "NO_COLOR": "", **(env or {})},
         )
         self.stderr = OutputReader(self.process.stderr)
         self.screen = Screen(rows, columns)
@@ -311,13 +327,16 @@ class TerminalTests(ProcessTestCase):
         self.assertEqual(alice.stderr.lines, [])
 
     def test_refused_name_asks_again(self):
-        """A taken name is explained and asked for again; NO_COLOR leaves out renditions."""
+        """
+        A taken name is named in the message, the input line left empty for
+        another, which is the whole name; NO_COLOR leaves out renditions.
+        """
         bo = self.member(self.chat_server, name="Bo")
         cy = self.terminal("--name", "Bo", env={"NO_COLOR": "1"})
         cy.wait_for_row("! the server refused the name 'Bo': it is taken, or not allowed")
-        cy.wait_for_row("* Type a name to try again, or /quit")
-        cy.wait_for_input_line("Name: Bo")
-        cy.type(CTRL_U + "Cy\r")
+        cy.wait_for_row("* Type another name, or /quit")
+        cy.wait_for_input_line("Name: ")
+        cy.type("Cy\r")
         cy.wait_for_row("* In the group: Bo")
         cy.wait_for_input_line("Cy> ")
         self.assertNotIn(b"\x1b[2m", cy.raw())
@@ -329,20 +348,77 @@ class TerminalTests(ProcessTestCase):
         )
         self.assert_restored(cy)
 
-    def test_long_input_scrolls_sideways(self):
-        """A line wider than the terminal shows its end, on one row, and is sent whole."""
+    def test_quit_after_a_refused_name(self):
+        """/quit typed after a refused name quits, with status 0, and joins nobody."""
+        zed = self.member(self.chat_server, name="Zed")
+        other = self.terminal("--name", "Zed")
+        other.wait_for_input_line("Name: ")
+        other.type("/quit\r")
+        self.assertEqual(other.wait(), 0, other.stderr.text())
+        self.assertEqual(zed.request(b"5"), b"")
+        self.assert_restored(other)
+
+    def test_wide_lines_history_and_ctrl_w(self):
+        """
+        On 80 columns, a 100-character input shows its end, on one row,
+        lines arriving above it; a line recalled shows whole, and so does
+        the input cut to 10 characters; Ctrl-W deletes a word; what is sent
+        is what was shown.
+        """
         bo = self.member(self.chat_server, name="Bo")
-        alice = self.terminal("--name", "Al", columns=30)
-        alice.wait_for_input_line("Al> ")
-        text = "".join(chr(ord("a") + i % 26) for i in range(60))
-        alice.type(text)
-        alice.wait_for_input_line("Al> " + text[-25:])
+        alice = self.terminal("--name", "Alice")
+        alice.wait_for_input_line("Alice> ")
+        room = 80 - len("Alice> ") - 1
+        alice.type("second message\r")
+        alice.wait_for_row("Alice: second message")
+        alice.type(LINE)
+        alice.wait_for_input_line("Alice> " + LINE[-room:])
         self.assertEqual(bo.request(b"2 meanwhile"), b"")
         alice.wait_for_row("Bo: meanwhile")
-        alice.wait_for_input_line("Al> " + text[-25:])
-        alice.type("\r" + CTRL_D)
+        alice.wait_for_input_line("Alice> " + LINE[-room:])
+        alice.type(UP)
+        alice.wait_for_input_line("Alice> second message")
+        alice.type(DOWN)
+        alice.wait_for_input_line("Alice> " + LINE[-room:])
+        alice.type(BACKSPACE * 90)
+        alice.wait_for_input_line("Alice> " + LINE[:10])
+        alice.type(" three more words" + CTRL_W + CTRL_W)
+        alice.wait_for_input_line("Alice> " + LINE[:10] + " three ")
+        alice.type("\r")
+        alice.wait_for_row("Alice: " + LINE[:10] + " three")
+        alice.type(CTRL_D)
         self.assertEqual(alice.wait(), 0, alice.stderr.text())
-        self.assertIn(f"Al: {text}", lines_until(bo, "Al has left the group"))
+        self.assertEqual(
+            lines_until(bo, "Alice has left the group"),
+            [
+                "Alice has joined",
+                "Alice: second message",
+                f"Alice: {LINE[:10]} three ",
+                "Alice has left the group",
+            ],
+        )
+
+    def test_join_again_after_a_server_restart(self):
+        """The restarted server has forgotten the member: the notice says /join, which joins."""
+        alice = self.terminal("--name", "Alice", "--timeout", "1")
+        alice.wait_for_row("* You are alone in the group")
+        port = self.chat_server.port
+        self.chat_server.stop()
+        restarted = self.server("--port", str(port))
+        alice.wait_for_row(
+            "! the server has forgotten you (restarted? idle too long?): /join to join again"
+        )
+        bo = self.member(restarted, name="Bo")
+        alice.type("/join\r")
+        alice.wait_for_row("* In the group: Bo")
+        alice.type("back\r")
+        alice.wait_for_row("Alice: back")
+        alice.type("/quit\r")
+        self.assertEqual(alice.wait(), 0, alice.stderr.text())
+        self.assertEqual(
+            lines_until(bo, "Alice has left the group"),
+            ["Alice has joined", "Alice: back", "Alice has left the group"],
+        )
 
 
 class PipeTests(ProcessTestCase):
@@ -379,13 +455,266 @@ class InputLineTests(SynchronousTestCase):
         self.assertEqual(console.input_window(chars, 2, 6, 4), (2, "cdef", 0))
         self.assertEqual(console.input_window(chars, 3, 0, 20), (0, "abcdefghij", 3))
 
+    def test_a_line_that_shrank_is_shown_from_as_far_left_as_fits(self):
+        """Scrolled far right, a line cut short, or a shorter one recalled, is shown whole."""
+        chars = list("abcdefghij")
+        self.assertEqual(console.input_window(chars[:3], 3, 6, 4), (0, "abc", 3))
+        self.assertEqual(console.input_window(chars[:6], 6, 6, 4), (2, "cdef", 4))
+        self.assertEqual(console.input_window(chars, 8, 6, 4), (6, "ghij", 2))
+
+    def test_escaped_characters_take_their_escape_s_width(self):
+        """A piece shown as an escape is as wide as the escape."""
+        pieces = ["a", visible("\u202e"), "b"]
+        self.assertEqual(console.input_window(pieces, 3, 0, 7), (1, "\\u202eb", 7))
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(st.sampled_from(["a", "中", "e\u0301", "\\u202e", ""]), max_size=40),
+        st.data(),
+        st.integers(min_value=6, max_value=30),
+    )
+    def test_window_shows_the_cursor_and_wastes_no_room(self, pieces, data, room):
+        """
+        Wherever the cursor and the old scroll are: the window holds the
+        cursor, fits the room, is a run of whole pieces from the scroll on,
+        leaves nothing hidden on the left that would fit, and moves only
+        when it must.
+        """
+        index = data.draw(st.integers(0, len(pieces)))
+        old = data.draw(st.integers(0, len(pieces)))
+        scroll, shown, cursor = console.input_window(pieces, index, old, room)
+        width = lambda run: console.columns("".join(run))  # noqa: E731
+        self.assertTrue(0 <= scroll <= index)
+        self.assertEqual(cursor, width(pieces[scroll:index]))
+        self.assertLessEqual(cursor, room)
+        self.assertLessEqual(console.columns(shown), room)
+        self.assertTrue("".join(pieces[scroll:]).startswith(shown))
+        self.assertTrue(shown.startswith("".join(pieces[scroll:index])))
+        if scroll:
+            self.assertGreater(width(pieces[scroll - 1 :]), room)
+        kept = old <= index and width(pieces[old:index]) <= room
+        if kept and (old == 0 or width(pieces[old - 1 :]) > room):
+            self.assertEqual(scroll, old)
+
     def test_wide_characters_take_two_columns(self):
         """East Asian wide characters count twice, combining marks not at all."""
         self.assertEqual(console.columns("a中e\u0301"), 4)
 
-    def test_control_characters_are_not_printed(self):
-        """A hostile server's escape sequences reach the terminal as U+FFFD; TAB stays."""
-        self.assertEqual(console.printable("a\x1b[2Jb\tc\x9b"), "a\ufffd[2Jb\tc\ufffd")
+    def test_control_characters_are_shown_escaped(self):
+        """A hostile server's escape sequences reach the terminal escaped; TAB stays."""
+        self.assertEqual(visible("a\x1b[2Jb\tc\x9b\x7f"), "a\\x1b[2Jb\tc\\x9b\\x7f")
+
+    def test_bidirectional_controls_are_shown_escaped(self):
+        """Embeddings, overrides and isolates are escaped; marks and RTL text are kept."""
+        self.assertEqual(
+            visible("\u202atxet\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"),
+            "\\u202atxet\\u202b\\u202c\\u202d\\u202e\\u2066\\u2067\\u2068\\u2069",
+        )
+        marked = "שלום\u200f abc\u200e \u061c"
+        self.assertEqual(visible(marked), marked)
+
+    def test_line_separators_are_shown_escaped(self):
+        """U+2028 and U+2029, which no legal line holds, are escaped."""
+        self.assertEqual(visible("a\u2028b\u2029"), "a\\u2028b\\u2029")
+
+
+class Typist:
+    """What a L{console.TerminalScreen} tells its session: the lines typed, and the end."""
+
+    def __init__(self):
+        self.lines = []
+        self.ended = False
+
+    def line_received(self, line):
+        self.lines.append(line)
+
+    def input_ended(self):
+        self.ended = True
+
+    def interrupt(self):
+        raise AssertionError("no Ctrl-C in these tests")
+
+
+class TerminalScreenTestCase(SynchronousTestCase):
+    """
+    L{console.TerminalScreen} under Twisted's terminal parser, on a string
+    transport whose bytes a L{Screen} shows.
+    """
+
+    columns = 30
+    prompt = "Al> "
+    room = columns - len(prompt) - 1  # the last column is the cursor's
+
+    def setUp(self):
+        self.typist = Typist()
+        self.transport = StringTransport()
+        self.screen = console.TerminalScreen(
+            self.typist, colour=False, restore=lambda: None, width=lambda: self.columns
+        )
+        self.keyboard = ServerProtocol(lambda: self.screen)
+        self.keyboard.makeConnection(self.transport)
+        self.screen.set_prompt(self.prompt)
+        self.display = Screen(6, self.columns)
+
+    def type(self, keys):
+        """Keys typed; the terminal shows what the screen wrote."""
+        self.keyboard.dataReceived(keys.encode("utf-8"))
+        self.display.feed(self.transport.value())
+        self.transport.clear()
+
+    def assert_input_line(self, text, cursor):
+        """The input row reads the prompt and C{text}, the cursor C{cursor} columns into it."""
+        self.display.feed(self.transport.value())
+        self.transport.clear()
+        rows = self.display.text()
+        row, column = self.display.row, self.display.column
+        self.assertEqual(
+            (rows[row], column), ((self.prompt + text).rstrip(), len(self.prompt) + cursor)
+        )
+
+
+class TerminalScreenTests(TerminalScreenTestCase):
+    """
+    The input line, wider than the terminal, after every kind of edit; and
+    what it shows of what it prints.
+    """
+
+    def test_typing_past_the_edge_shows_the_end(self):
+        """A line wider than the terminal shows its end, the cursor after it."""
+        self.type(LINE)
+        self.assert_input_line(LINE[-self.room :], self.room)
+
+    def test_backspacing_a_wide_line_shows_what_is_left(self):
+        """Cut from 100 characters to 10, the line shows its 10 characters."""
+        self.type(LINE + BACKSPACE * 90)
+        self.assert_input_line(LINE[:10], 10)
+        self.type("\r")
+        self.assertEqual(self.typist.lines, [LINE[:10].encode()])
+
+    def test_moving_through_a_wide_line(self):
+        """Home, End, Left and Right keep the cursor in view, scrolling as little as they can."""
+        self.type(LINE + CTRL_A)
+        self.assert_input_line(LINE[: self.room], 0)
+        self.type(RIGHT * 30)
+        self.assert_input_line(LINE[30 - self.room : 30], self.room)
+        self.type(LEFT * 3)
+        self.assert_input_line(LINE[30 - self.room : 30], self.room - 3)
+        self.type(CTRL_E)
+        self.assert_input_line(LINE[-self.room :], self.room)
+        self.type(LEFT * 80)
+        self.assert_input_line(LINE[20 : 20 + self.room], 0)
+
+    def test_deleting_in_a_wide_line(self):
+        """Delete, Ctrl-K and Ctrl-U redraw what is left, from as far left as fits."""
+        self.type(LINE + LEFT * 50 + DELETE * 5)
+        self.assert_input_line((LINE[:50] + LINE[55:])[50 : 50 + self.room], 0)
+        self.type(CTRL_K)
+        self.assert_input_line(LINE[50 - self.room : 50], self.room)
+        self.type(LEFT * 10 + CTRL_U)
+        self.assert_input_line(LINE[40:50], 0)
+        self.type("\r")
+        self.assertEqual(self.typist.lines, [LINE[40:50].encode()])
+
+    def test_history_after_a_wide_line(self):
+        """
+        Recalling a short line while a wide one is typed shows the short one
+        whole; going down again shows the wide one's end, then nothing.
+        """
+        self.type("second message\r" + LINE)
+        self.type(UP)
+        self.assert_input_line("second message", 14)
+        self.type(DOWN)
+        self.assert_input_line(LINE[-self.room :], self.room)
+        self.type(DOWN)
+        self.assert_input_line("", 0)
+        self.type(UP + UP + "!\r")
+        self.assertEqual(self.typist.lines, [b"second message", b"second message!"])
+
+    def test_ctrl_w_deletes_the_word_before_the_cursor(self):
+        """Ctrl-W deletes the spaces before the cursor, then the word before them."""
+        self.type("one two  three" + CTRL_W)
+        self.assert_input_line("one two  ", 9)
+        self.type(CTRL_W)
+        self.assert_input_line("one ", 4)
+        self.type("hello world" + LEFT * 3 + CTRL_W)
+        self.assert_input_line("one hello rld", 10)
+        self.type(CTRL_A + CTRL_W + "\r")
+        self.assertEqual(self.typist.lines, [b"one hello rld"])
+
+    def test_ctrl_w_in_a_wide_line(self):
+        """Ctrl-W at the end of a wide line shows the line's new end."""
+        words = " ".join(["word"] * 12)
+        self.type(words + CTRL_W)
+        self.assert_input_line(words[: -len("word")][-self.room :], self.room)
+
+    def test_what_reorders_the_line_is_shown_escaped(self):
+        """A right-to-left override typed or pasted shows as an escape, and is sent as typed."""
+        self.type("a\u202eb")
+        self.assert_input_line("a\\u202eb", 8)
+        self.type("\r")
+        self.assertEqual(self.typist.lines, ["a\u202eb".encode()])
+
+    def test_lines_above_are_shown_escaped(self):
+        """A server's line with escape sequences and overrides is printed escaped above."""
+        self.type("typing")
+        self.screen.say("Bo: \x1b[2J\u202eabc\x9b", console.PLAIN)
+        self.assert_input_line("typing", 6)
+        self.assertEqual(self.display.text()[0], "Bo: \\x1b[2J\\u202eabc\\x9b")
+        self.assertNotIn(b"\x1b[2J", self.display.raw)
+        self.assertNotIn("\u202e".encode(), self.display.raw)
+
+
+class ModelledEditingTests(TerminalScreenTestCase):
+    """
+    Any sequence of editing keys: the input row always shows a run of the
+    line as a plain model edits it, with the cursor at its place.
+    """
+
+    # Each key, and what it does to the model's (characters, cursor).
+    keys = {
+        "a": lambda text, i: (text[:i] + ["a"] + text[i:], i + 1),
+        "é": lambda text, i: (text[:i] + ["é"] + text[i:], i + 1),
+        " ": lambda text, i: (text[:i] + [" "] + text[i:], i + 1),
+        LEFT: lambda text, i: (text, max(i - 1, 0)),
+        RIGHT: lambda text, i: (text, min(i + 1, len(text))),
+        CTRL_A: lambda text, i: (text, 0),
+        CTRL_E: lambda text, i: (text, len(text)),
+        BACKSPACE: lambda text, i: (text[: i - 1] + text[i:], i - 1) if i else (text, i),
+        DELETE: lambda text, i: (text[:i] + text[i + 1 :], i),
+        CTRL_U: lambda text, i: (text[i:], 0),
+        CTRL_K: lambda text, i: (text[:i], i),
+        CTRL_W: lambda text, i: _model_kill_word(text, i),
+    }
+
+    @settings(max_examples=100, deadline=None)
+    @given(st.lists(st.sampled_from(sorted(keys)), max_size=80), st.integers(1, 40))
+    def test_any_editing(self, keys, start):
+        """After each key: a whole run of the line, holding the cursor, filling the room."""
+        self.setUp()
+        text, index = ["a"] * start, start
+        self.type("a" * start)
+        for key in keys:
+            text, index = self.keys[key](text, index)
+            self.type(key)
+            rows = self.display.text()
+            shown = rows[self.display.row][len(self.prompt) :]
+            scroll = index - (self.display.column - len(self.prompt))
+            self.assertTrue(0 <= scroll <= index, (key, text, index, rows))
+            self.assertLessEqual(index - scroll, self.room)
+            self.assertEqual(shown, "".join(text[scroll : scroll + self.room]).rstrip())
+            if scroll:
+                self.assertGreaterEqual(len(text) - scroll, self.room)
+        self.type("\r")
+        self.assertEqual(self.typist.lines[-1], "".join(text).encode())
+
+
+def _model_kill_word(text, index):
+    start = index
+    while start and text[start - 1] == " ":
+        start -= 1
+    while start and text[start - 1] != " ":
+        start -= 1
+    return text[:start] + text[index:], start
 
 
 class ExplanationTests(SynchronousTestCase):
@@ -419,12 +748,11 @@ class ExplanationTests(SynchronousTestCase):
 
 
 class FakeScreen:
-    """A screen that keeps what it is told: C{(text, kind)} pairs, the prompt, the input."""
+    """A screen that keeps what it is told: C{(text, kind)} pairs, and the prompt."""
 
     def __init__(self):
         self.said = []
         self.prompt = None
-        self.input = ""
         self.closed = False
 
     def say(self, text, kind):
@@ -432,9 +760,6 @@ class FakeScreen:
 
     def set_prompt(self, text):
         self.prompt = text
-
-    def set_input(self, text):
-        self.input = text
 
     def close(self):
         self.closed = True
@@ -456,7 +781,7 @@ class ChatSessionTestCase(FakeServerTestCase):
         session = console.ChatSession(
             name, terminal=terminal, environ={}, complain=self.complaints.append
         )
-        self.connect(session.show, session.warn, poll_interval=0)
+        self.connect(session.show, session.warn, session.forgotten, poll_interval=0)
         session.attach(self.client, self.screen_for(session))
         return session
 
@@ -545,8 +870,8 @@ class ChatSessionTests(ChatSessionTestCase):
         session.line_received(b"hi")
         self.answer(wire.ILLEGAL)
         self.assertEqual(
-            self.screen.said[-1],
-            ("(not delivered: the server refused it; still a member?) Alice: hi", console.PROBLEM),
+            self.screen.said[-2],
+            ("(not delivered: the server refused it) Alice: hi", console.PROBLEM),
         )
 
     def test_join_without_reply_ends_the_session_with_status_1(self):
@@ -554,8 +879,12 @@ class ChatSessionTests(ChatSessionTestCase):
         session = self.session()
         self.clock.advance(2)
         self.assertEqual(self.successResultOf(session.closed), NO_REPLY)
-        self.assertIn(
-            ("could not join: no reply from the server", console.PROBLEM), self.screen.said
+        self.assertEqual(
+            self.screen.said,
+            [
+                (NO_REPLY_WARNING, console.PROBLEM),
+                ("could not join as 'Alice': the server did not answer", console.PROBLEM),
+            ],
         )
         self.assertTrue(self.screen.closed)
 
@@ -572,11 +901,14 @@ class ChatSessionTests(ChatSessionTestCase):
         )
 
     def test_refused_name_is_asked_again_on_a_terminal(self):
-        """On a terminal a refused name is put back on the input line, to edit and retry."""
+        """
+        On a terminal a refused name is named in the message, and the next
+        line typed is a name: a whole one, checked before it is sent.
+        """
         session = self.session(terminal=True)
         session.line_received(b"typed early")
         self.answer(wire.ILLEGAL)
-        self.assertEqual((self.screen.prompt, self.screen.input), ("Name: ", "Alice"))
+        self.assertEqual(self.screen.prompt, "Name: ")
         self.assertEqual(
             self.screen.said,
             [
@@ -584,28 +916,129 @@ class ChatSessionTests(ChatSessionTestCase):
                     "the server refused the name 'Alice': it is taken, or not allowed",
                     console.PROBLEM,
                 ),
-                ("Type a name to try again, or /quit", console.EVENT),
-                ("1 lines typed meanwhile not sent", console.PROBLEM),
+                ("1 line typed meanwhile not sent", console.PROBLEM),
+                ("Type another name, or /quit", console.EVENT),
             ],
         )
+        del self.screen.said[:]
         session.line_received(b"a,b")
+        session.line_received(b"")
         self.assertEqual(self.sent(), [b"1 Alice"])
-        self.assertEqual(self.screen.input, "a,b")
-        session.line_received(b"Cy")
+        session.line_received(b" Cy ")
         self.assertEqual(self.sent(), [b"1 Alice", b"1 Cy"])
         self.answer(b"")
         self.assertEqual(self.screen.prompt, "Cy> ")
-        self.assertIn(("You are alone in the group", console.EVENT), self.screen.said)
+        self.assertEqual(
+            self.screen.said,
+            [
+                (
+                    "not a valid name: 'a,b': a name cannot hold a comma, a control character "
+                    "or an invisible formatting one",
+                    console.PROBLEM,
+                ),
+                ("You are alone in the group", console.EVENT),
+            ],
+        )
 
-    def test_join_without_reply_on_a_terminal_asks_again(self):
-        """On a terminal a join with no reply is reported, and a name asked for again."""
+    def test_commands_work_while_asked_for_a_name(self):
+        """Asked for a name, /help, /join NAME and /raw act; /nick and /poll are not sent."""
+        session = self.session(terminal=True)
+        self.answer(wire.ILLEGAL)
+        del self.screen.said[:]
+        for line in (b"/help", b"/poll", b"/nick Cy", b"/join Bo"):
+            session.line_received(line)
+        self.answer(wire.ILLEGAL)
+        self.assertEqual(self.screen.prompt, "Name: ")
+        session.line_received(b"/raw 1 Dee")
+        self.answer(b"")
+        self.assertEqual(self.sent(), [b"1 Alice", b"1 Bo", b"1 Dee"])
+        self.assertEqual(self.screen.prompt, "Dee> ")
+        self.assertEqual(
+            self.screen.said[len(console.HELP.splitlines()) :],
+            [
+                ("not sent: you are not in the group (/join joins it)", console.PROBLEM),
+                ("not sent: you are not in the group (/join joins it)", console.PROBLEM),
+                ("the server refused the name 'Bo': it is taken, or not allowed", console.PROBLEM),
+                ("Type another name, or /quit", console.EVENT),
+                ("(empty reply)", console.EVENT),
+                ("You are now known as Dee", console.EVENT),
+            ],
+        )
+
+    def test_join_without_reply_on_a_terminal_says_the_server_did_not_answer(self):
+        """
+        On a terminal a join with no reply blames the server, not the name;
+        /join tries again, and a message waits for it.
+        """
         session = self.session(terminal=True)
         self.clock.advance(2)
-        self.assertEqual(self.screen.prompt, "Name: ")
-        self.assertIn(
-            ("could not join: no reply from the server", console.PROBLEM), self.screen.said
+        self.assertEqual(
+            self.screen.said,
+            [
+                (NO_REPLY_WARNING, console.PROBLEM),
+                ("could not join as 'Alice': the server did not answer", console.PROBLEM),
+                ("/join tries again, /quit leaves", console.EVENT),
+            ],
         )
+        self.assertEqual(self.screen.prompt, "Alice> ")
         self.assertNoResult(session.closed)
+        del self.screen.said[:]
+        session.line_received(b"hello")
+        session.line_received(b"/join")
+        session.line_received(b"hello again")
+        self.assertEqual(self.sent(), [b"1 Alice", b"1 Alice"])
+        self.answer(b"Bo")
+        self.answer(b"")
+        self.assertEqual(self.sent(), [b"1 Alice", b"1 Alice", b"2 hello again"])
+        self.assertEqual(
+            self.screen.said,
+            [
+                ("not sent: you are not in the group (/join joins it)", console.PROBLEM),
+                ("In the group: Bo", console.EVENT),
+                ("Alice: hello again", console.PLAIN),
+            ],
+        )
+
+    def test_join_again_once_forgotten(self):
+        """
+        A refused automatic poll says /join joins again; messages are not
+        sent meanwhile; /join NAME joins as NAME, and /join while in is refused.
+        """
+        session = self.session(terminal=True)
+        self.joined(b"")
+        session.forgotten()
+        session.line_received(b"hello")
+        session.line_received(b"/join Al")
+        self.answer(b"Bo")
+        session.line_received(b"/join")
+        session.line_received(b"/join now")
+        self.assertEqual(self.sent(), [b"1 Alice", b"1 Al"])
+        self.assertEqual(self.screen.prompt, "Al> ")
+        self.assertEqual(
+            self.screen.said[1:],
+            [
+                (FORGOTTEN, console.PROBLEM),
+                ("not sent: you are not in the group (/join joins it)", console.PROBLEM),
+                ("In the group: Bo", console.EVENT),
+                ("you are in the group already, as 'Al'", console.PROBLEM),
+                ("you are in the group already, as 'Al'", console.PROBLEM),
+            ],
+        )
+
+    def test_a_refused_poll_or_message_means_forgotten_once(self):
+        """A poll or a message the server refuses: not a member any more, said once."""
+        session = self.session()
+        self.joined(b"")
+        session.line_received(b"hi")
+        self.answer(wire.ILLEGAL)
+        session.forgotten()  # the automatic poll, refused too, says nothing more
+        self.assertEqual(
+            self.screen.said[1:],
+            [
+                ("(not delivered: the server refused it) Alice: hi", console.PROBLEM),
+                (FORGOTTEN, console.PROBLEM),
+            ],
+        )
 
     def test_quit_or_end_of_input_while_asked_for_a_name_ends_the_session(self):
         """Asked for a name, /quit or Ctrl-D ends the session; nothing more is sent."""
@@ -680,7 +1113,7 @@ class ChatSessionTests(ChatSessionTestCase):
         """/poll shows the lines, or that none came, or why it failed."""
         session = self.session()
         self.joined(b"")
-        for reply in (b"", b"Bo: hi", wire.ILLEGAL, None):
+        for reply in (b"", b"Bo: hi", None, wire.ILLEGAL):
             session.line_received(b"/poll")
             if reply is None:
                 self.clock.advance(2)
@@ -691,12 +1124,9 @@ class ChatSessionTests(ChatSessionTestCase):
             [
                 ("No new messages", console.EVENT),
                 ("Bo: hi", console.PLAIN),
-                (
-                    "the server refused the poll: it no longer knows you as a member",
-                    console.PROBLEM,
-                ),
                 (NO_REPLY_WARNING, console.PROBLEM),
                 ("no reply from the server to /poll", console.PROBLEM),
+                (FORGOTTEN, console.PROBLEM),
             ],
         )
         self.assertEqual(self.sent(), [b"1 Alice", b"5", b"5", b"5", b"5"])
@@ -827,6 +1257,43 @@ class ChatSessionTests(ChatSessionTestCase):
         self.answer(b"")
         self.assertEqual(self.successResultOf(session.closed), 0)
 
+    def test_commands_refuse_unexpected_arguments(self):
+        """/poll now, /help me, /quit now: a usage line, and nothing done."""
+        session = self.session()
+        self.joined(b"")
+        for line in (b"/poll now", b"/help me", b"/quit now"):
+            session.line_received(line)
+        self.assertEqual(self.sent(), [b"1 Alice"])
+        self.assertEqual(
+            self.screen.said[1:],
+            [
+                ("usage: /poll, with nothing after it", console.PROBLEM),
+                ("usage: /help, with nothing after it", console.PROBLEM),
+                ("usage: /quit, with nothing after it", console.PROBLEM),
+            ],
+        )
+        self.assertNoResult(session.closed)
+
+    def test_help_fits_in_80_columns(self):
+        """Every line of /help fits on an 80-column terminal, and each command is in it."""
+        lines = console.HELP.splitlines()
+        self.assertEqual([line for line in lines if console.columns(line) >= 80], [])
+        for command in ("/nick NEW", "/poll", "/join [NAME]", "/raw LINE", "/quit", "/help"):
+            self.assertIn(f"  {command} ", "\n".join(lines))
+
+    def test_raw_leave_means_out_of_the_group(self):
+        """A leave through /raw 4 takes the session out: messages wait for /join."""
+        session = self.session()
+        self.joined(b"")
+        session.line_received(b"/raw 4")
+        self.answer(b"")
+        session.line_received(b"hi")
+        self.assertEqual(self.sent(), [b"1 Alice", b"4"])
+        self.assertEqual(
+            self.screen.said[-1],
+            ("not sent: you are not in the group (/join joins it)", console.PROBLEM),
+        )
+
     def test_hostile_server_lines_reach_the_screen_decoded(self):
         """Bytes that are not UTF-8 in the server's lines are shown as U+FFFD."""
         session = self.session()
@@ -897,19 +1364,18 @@ class LineScreenTests(ChatSessionTestCase):
         self.answer(b"")
         self.assertEqual(self.successResultOf(session.closed), 0)
         self.assertEqual(self.sent(), [b"1 Alice", b"4"])
-        self.assertIn(
-            "  /quit       leave the group and exit (so do Ctrl-D on an empty line, and Ctrl-C)",
-            self.stdio.lines(),
-        )
+        self.assertEqual(self.stdio.lines()[1:], console.HELP.splitlines())
         self.assertTrue(self.stdio.closed)
 
-    def test_control_characters_from_the_server_are_not_printed(self):
-        """A server's escape sequence reaches stdout as U+FFFD."""
+    def test_controls_from_the_server_are_shown_escaped(self):
+        """A server's escape sequences and bidi overrides reach stdout escaped."""
         self.session()
-        self.joined(b"Bo")
+        self.joined("B\u202eo".encode())
         self.stdio.protocol.dataReceived(b"/poll\n")
-        self.answer("Bo: a\x1b[2Jb".encode())
-        self.assertEqual(self.stdio.lines()[-1], "Bo: a\ufffd[2Jb")
+        self.answer(HOSTILE_REPLY)
+        self.assertEqual(
+            self.stdio.lines(), ["In the group: B\\u202eo", *HOSTILE_REPLY_SHOWN]
+        )
 
     def test_a_line_too_long_for_any_request_is_refused_before_it_ends(self):
         """A line longer than /raw and the largest request is explained, never sent."""

@@ -24,7 +24,7 @@ from twisted.internet.threads import deferToThread
 
 from udpchat import wire
 from udpchat.raw import RawSession
-from udpchat.session import NO_REPLY, ChatClient, complain
+from udpchat.session import NO_REPLY, READ_BYTES, ChatClient, complain
 
 PROGRAM = "python -m udpchat.client"
 
@@ -71,14 +71,22 @@ def _port(text):
     return int(text)
 
 
+MAX_SECONDS = 86400
+"""The longest --timeout or --poll-interval: a day."""
+
+
 def _seconds(allow_zero):
+    # argparse names the option: "argument --timeout: must be ..."
+    lowest = "from 0 (never)" if allow_zero else "greater than 0 and up"
+    allowed = f"must be a number of seconds {lowest} to {MAX_SECONDS}"
+
     def seconds(text):
         try:
             value = float(text)
         except ValueError:
             value = -1.0
-        if not (value > 0 or (allow_zero and value == 0)) or value > 86400:
-            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+        if not (value > 0 or (allow_zero and value == 0)) or value > MAX_SECONDS:
+            raise argparse.ArgumentTypeError(f"{allowed}, not {text!r}")
         return value
 
     return seconds
@@ -150,10 +158,16 @@ async def _main(reactor, argv):
         reactor,
         show=session.show,
         warn=session.warn,
+        forgotten=session.forgotten,
         poll_interval=options.poll_interval,
         timeout=options.timeout,
     )
-    reactor.listenUDP(0, client, interface="::" if family == socket.AF_INET6 else "")
+    reactor.listenUDP(
+        0,
+        client,
+        interface="::" if family == socket.AF_INET6 else "",
+        maxPacketSize=READ_BYTES,
+    )
     session.start(client, reactor)
     # The reactor runs by now (the resolver's answer came through it), so
     # Twisted has installed its handlers: this one replaces its SIGINT's.

@@ -14,13 +14,14 @@ only by L{udpchat.client}, when C{--name} asks for it: it alone loads
 Twisted's conch.  It knows requests and the server's lines only through
 L{udpchat.wire}, which judges requests for the client as for the server (a
 line the protocol refuses is explained here, by the reason's constant, and
-never sent) and decodes what the server sends.  The bytes and text here are
-the terminal's: keys in, screen writes out.
+never sent) and decodes what the server sends.  Whatever is shown passes
+through L{udpchat.terminal.visible}: a server's line cannot drive the
+terminal, nor reorder the next line or the input line.  The bytes and text
+here are the terminal's: keys in, screen writes out.
 """
 
 import codecs
 import os
-import re
 import termios
 import tty
 import unicodedata
@@ -33,6 +34,7 @@ from twisted.internet import fdesc, stdio
 from udpchat import wire
 from udpchat.raw import StdioLines
 from udpchat.session import Occasion, Session, complain
+from udpchat.terminal import visible
 
 PLAIN = "plain"
 """A chat line, or anything else shown as it is."""
@@ -45,19 +47,24 @@ PROBLEM = "problem"
 
 HELP = """\
 Every line you type is sent to the group.  Commands:
-  /nick NEW   take the name NEW
-  /poll       fetch new messages now
-  /raw LINE   send LINE as a protocol request (1 Name, 2 Text, 3 New, 4, 5)
-  /quit       leave the group and exit (so do Ctrl-D on an empty line, and Ctrl-C)
-  /help       this text
+  /nick NEW     take the name NEW
+  /poll         fetch new messages now
+  /join [NAME]  join again (as NAME) once the server has forgotten you
+  /raw LINE     send LINE as a protocol request (1 Name, 2 Text, 3 New, 4, 5)
+  /quit         leave and exit (also Ctrl-C, and Ctrl-D on an empty line)
+  /help         this text
 Begin a message with // to send one that begins with /."""
+
+_FORGOTTEN = "the server has forgotten you (restarted? idle too long?): /join to join again"
+
+# Where the session stands with the group.
+_JOINING = "joining"  # a join is under way: lines typed wait for it
+_JOINED = "joined"
+_NAMING = "naming"  # the server refused the name: a line typed is a name
+_OUT = "out"  # not a member (no reply to the join, forgotten, left): /join
 
 # How the server's lines are shown, by their form.
 _SHOWN_AS = {wire.CHAT_LINE: PLAIN, wire.EVENT_LINE: EVENT, wire.DROPPED_NOTICE: EVENT}
-
-# Control characters (Cc) but TAB: legal lines never hold them, and a
-# terminal would obey them.  One regular expression, as in wire.py.
-_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 # The reasons the wire gives (wire.IllegalMessage.reason) for refusing what
 # a user typed, as a user would like to read them.
@@ -77,11 +84,6 @@ _WHY = {
     wire.DATAGRAM_TOO_LONG: _TOO_LONG,
     wire.NOT_UTF8: "the line is not valid UTF-8",
 }
-
-
-def printable(text):
-    """C{text} with each control character but TAB shown as U+FFFD."""
-    return _CONTROL.sub("\ufffd", text)
 
 
 def explain(error, text=""):
@@ -104,6 +106,11 @@ class ChatSession(Session):
     Join as C{name}; then lines are messages and C{/} lines commands; the
     group's lines are shown as they arrive.
 
+    A join that fails on a terminal leaves the session running: after a
+    refused name the next line typed is a name (commands still work), after
+    no reply C{/join} tries again.  Once the server has forgotten the member
+    (it refused a poll or a message), C{/join} joins again.
+
     @param name: a name that L{wire} accepts (the command line checked it).
     @param terminal: whether to use the terminal's line editor; by default,
         when stdin and stdout are a terminal (not C{TERM=dumb}).
@@ -116,17 +123,18 @@ class ChatSession(Session):
         self.name = name
         self._terminal = _on_terminal(environ) if terminal is None else terminal
         self._colour = not environ.get("NO_COLOR")
-        self._joined = False
-        self._asking_name = False  # the next line typed is a name
+        self._state = _JOINING
         self._input_over = False
         self._backlog = deque()  # lines typed, not yet performed
         self._busy = False  # waiting for a reply before the next line
+        # Each command, and whether it takes an argument.
         self._commands = {
-            "nick": self._nick,
-            "poll": self._poll,
-            "quit": self._quit,
-            "raw": self._raw_usage,
-            "help": self._help,
+            "nick": (self._nick, True),
+            "poll": (self._poll, False),
+            "join": (self._join_again, True),
+            "raw": (self._raw_usage, True),
+            "quit": (self._quit, False),
+            "help": (self._help, False),
         }
 
     def start(self, client, reactor):
@@ -141,8 +149,8 @@ class ChatSession(Session):
         """
         Talk through C{client}, show on C{screen}, and join.
 
-        @param screen: has C{say(text, kind)}, C{set_prompt(text)},
-            C{set_input(text)} and C{close()}, like L{LineScreen}.
+        @param screen: has C{say(text, kind)}, C{set_prompt(text)} and
+            C{close()}, like L{LineScreen}.
         """
         Session.attach(self, client, screen)
         self._join(self.name)
@@ -157,10 +165,13 @@ class ChatSession(Session):
     def warn(self, message):
         self.io.say(message, PROBLEM)
 
+    def forgotten(self):
+        self._out()
+
     def line_received(self, line):
         if self._leaving:
             return
-        if self._asking_name:
+        if self._state == _NAMING:
             self._name_typed(line)
         else:
             self._backlog.append(line)
@@ -171,81 +182,106 @@ class ChatSession(Session):
 
     def input_ended(self):
         self._input_over = True
-        if self._asking_name:
-            self.leave()
-        else:
-            self._work()
+        self._work()
 
     def _work(self):
         """
-        Perform the lines typed, in order, once joined; then leave if the
-        input is over.  Without a terminal each line waits for the reply to
-        the one before, so that the output follows the input, as a script
-        expects; on a terminal, local answers (/help, a line refused) need
-        not wait for the server.
+        Perform the lines typed, in order, unless a join is under way; then
+        leave if the input is over.  Without a terminal each line waits for
+        the reply to the one before, so that the output follows the input,
+        as a script expects; on a terminal, local answers (/help, a line
+        refused) need not wait for the server.
         """
-        while self._joined and self._backlog and not (self._busy or self._leaving):
+        while self._state != _JOINING and self._backlog and not (self._busy or self._leaving):
             pending = self._perform(self._backlog.popleft())
             if pending is not None and not self._terminal:
                 self._busy = True
                 pending.addCallback(self._performed)
-        if self._input_over and self._joined and not (self._backlog or self._busy):
+        if self._input_over and self._state != _JOINING and not (self._backlog or self._busy):
             self.leave()
 
     def _performed(self, _):
         self._busy = False
         self._work()
 
-    # Joining.
+    # Joining, and joining again.
 
     def _join(self, name):
+        """
+        Join as C{name}, a valid name.
+
+        @return: the L{Deferred} of the request.
+        """
         self.name = name
+        self._state = _JOINING
         self.io.set_prompt(f"{name}> ")
         joined = self.client.request(wire.encode_request(wire.Join(name)))
-        joined.addCallback(self._join_answered, name)
+        return joined.addCallback(self._join_answered, name)
 
     def _join_answered(self, reply, name):
         if reply is None or reply == wire.ILLEGAL:
-            if reply is None:
-                why = "could not join: no reply from the server"
-            else:
-                why = _refused(name)
-            self._join_failed(why, name)
+            self._join_failed(reply, name)
             return
-        self._joined = True
+        self._state = _JOINED
         self.io.say(_member_list(reply), EVENT)
         self._work()
 
-    def _join_failed(self, why, name):
-        if self._terminal and not self._input_over:
-            self.io.say(why, PROBLEM)
-            self.io.say("Type a name to try again, or /quit", EVENT)
-            if self._backlog:
-                self.io.say(f"{len(self._backlog)} lines typed meanwhile not sent", PROBLEM)
-            self._backlog.clear()
-            self._asking_name = True
-            self.io.set_prompt("Name: ")
-            self.io.set_input(name)
+    def _join_failed(self, reply, name):
+        if reply is None:
+            why = f"could not join as {name!r}: the server did not answer"
+            state, next_step = _OUT, "/join tries again, /quit leaves"
         else:
-            self.io.say(why, PROBLEM)
+            why = _refused(name)
+            state, next_step = _NAMING, "Type another name, or /quit"
+        self.io.say(why, PROBLEM)
+        if not self._terminal or self._input_over:
             self._backlog.clear()
             self.fail()
+            return
+        if self._backlog:
+            lines = "line" if len(self._backlog) == 1 else "lines"
+            self.io.say(f"{len(self._backlog)} {lines} typed meanwhile not sent", PROBLEM)
+            self._backlog.clear()
+        self._state = state
+        if state == _NAMING:
+            self.io.set_prompt("Name: ")
+        self.io.say(next_step, EVENT)
 
     def _name_typed(self, line):
-        text = wire.readable(line).strip()
-        if text == "/quit":
-            self.leave()
-            return
-        try:
-            wire.judged(wire.Join(text))
-        except wire.IllegalMessage as e:
-            self.io.say(f"not a valid name: {explain(e)}", PROBLEM)
-            self.io.set_input(text)
-            return
-        self._asking_name = False
-        self._join(text)
+        # Asked for a name: a command still acts as one.
+        line = line.strip()
+        if line.startswith(b"/"):
+            self._perform(line)
+        elif line:
+            self._join_valid(wire.readable(line))
 
-    # Lines typed once joined.
+    def _join_again(self, name):
+        if self._state == _JOINED:
+            self.io.say(f"you are in the group already, as {self.name!r}", PROBLEM)
+            return None
+        return self._join_valid(name or self.name)
+
+    def _join_valid(self, name):
+        try:
+            wire.judged(wire.Join(name))
+        except wire.IllegalMessage as e:
+            self.io.say(f"not a valid name: {name!r}: {explain(e)}", PROBLEM)
+            return None
+        return self._join(name)
+
+    def _out(self):
+        """The server no longer counts this session a member: say so, once."""
+        if self._state == _JOINED:
+            self._state = _OUT
+            self.io.say(_FORGOTTEN, PROBLEM)
+
+    def _in_group(self):
+        """Whether a member's request may go; if not, say why it does not."""
+        if self._state != _JOINED:
+            self.io.say("not sent: you are not in the group (/join joins it)", PROBLEM)
+        return self._state == _JOINED
+
+    # Lines typed.
 
     def _perform(self, line):
         """
@@ -272,17 +308,23 @@ class ChatSession(Session):
 
     def _command(self, text):
         word, _, argument = text[1:].partition(" ")
-        command = self._commands.get(word)
-        if command is None:
+        argument = argument.strip()
+        if word not in self._commands:
             self.io.say(f"unknown command /{word}: /help lists the commands", PROBLEM)
             return None
-        return command(argument.strip())
+        command, takes_argument = self._commands[word]
+        if argument and not takes_argument:
+            self.io.say(f"usage: /{word}, with nothing after it", PROBLEM)
+            return None
+        return command(argument)
 
     def _say(self, text):
         try:
             datagram = wire.judged(wire.Say(text))
         except wire.IllegalMessage as e:
             self.io.say(f"not sent: {explain(e, text)}", PROBLEM)
+            return
+        if not self._in_group():
             return
         return self.client.request(datagram).addCallback(self._say_answered, text)
 
@@ -293,7 +335,8 @@ class ChatSession(Session):
         elif reply is None:
             self.io.say(f"(not delivered: no reply from the server) {line}", PROBLEM)
         elif reply == wire.ILLEGAL:
-            self.io.say(f"(not delivered: the server refused it; still a member?) {line}", PROBLEM)
+            self.io.say(f"(not delivered: the server refused it) {line}", PROBLEM)
+            self._out()
         else:
             self._unexpected(reply, line)
 
@@ -315,6 +358,8 @@ class ChatSession(Session):
         except wire.IllegalMessage as e:
             self.io.say(f"not a valid name: {explain(e)}", PROBLEM)
             return
+        if not self._in_group():
+            return
         return self.client.request(datagram).addCallback(self._nick_answered, name)
 
     def _nick_answered(self, reply, name):
@@ -333,6 +378,8 @@ class ChatSession(Session):
         self.io.say(f"You are now known as {name}", EVENT)
 
     def _poll(self, argument):
+        if not self._in_group():
+            return
         fetched = self.client.request(wire.encode_request(wire.FETCH))
         return fetched.addCallback(self._poll_answered)
 
@@ -340,7 +387,7 @@ class ChatSession(Session):
         if reply is None:
             self.io.say("no reply from the server to /poll", PROBLEM)
         elif reply == wire.ILLEGAL:
-            self.io.say("the server refused the poll: it no longer knows you as a member", PROBLEM)
+            self._out()
         elif not reply:
             self.io.say("No new messages", EVENT)
         else:
@@ -367,7 +414,8 @@ class ChatSession(Session):
         self._follow(datagram, reply)
 
     def _follow(self, datagram, reply):
-        # A name taken through /raw is this session's name from then on.
+        # A name taken through /raw is this session's name from then on; a
+        # leave through it leaves the group.
         if reply == wire.ILLEGAL:
             return
         try:
@@ -375,10 +423,12 @@ class ChatSession(Session):
         except wire.IllegalMessage:
             return
         if isinstance(request, wire.Join):
-            self._joined = True
+            self._state = _JOINED
             self._renamed(request.name)
         elif isinstance(request, wire.Rename):
             self._renamed(request.name)
+        elif isinstance(request, wire.Leave):
+            self._state = _OUT
 
     def _raw_usage(self, argument):
         self.io.say("usage: /raw LINE, as in /raw 5", PROBLEM)
@@ -413,7 +463,7 @@ class LineScreen(StdioLines):
 
     def say(self, text, kind):
         """Write one line: a problem to stderr, anything else to stdout."""
-        text = printable(text)
+        text = visible(text)
         if kind == PROBLEM:
             self._complain(text)
         else:
@@ -421,9 +471,6 @@ class LineScreen(StdioLines):
 
     def set_prompt(self, text):
         """No prompt: the input is not a terminal."""
-
-    def set_input(self, text):
-        """No line editor: the input is not a terminal."""
 
 
 class _Unseen:
@@ -450,19 +497,22 @@ class TerminalScreen(HistoricRecvLine):
     The input line at the bottom of the terminal, the group's lines above.
 
     recvline keeps the line being edited and the history; this class draws
-    them on one row after each key, scrolled sideways when the line is
-    wider than the terminal (as irssi does), so that printing a line above
-    is: erase the row, print, draw the row again.
+    them on one row after each key, whatever the key did, from the line and
+    the cursor's place in it alone: scrolled sideways when the line is wider
+    than the terminal (as irssi does), so that printing a line above is:
+    erase the row, print, draw the row again.
 
     @param session: the L{ChatSession} the lines typed go to.
     @param colour: whether events and problems may be dimmed and bold.
     @param restore: puts the terminal back as it was.
+    @param width: returns the terminal's width in columns, now.
     """
 
-    def __init__(self, session, colour, restore):
+    def __init__(self, session, colour, restore, width=None):
         self._session = session
         self._colour = colour
         self._restore = restore
+        self._width = width or _stdin_width
         self._screen = None  # the ServerProtocol
         self._prompt = ""
         self._scroll = 0  # index of the first character shown
@@ -502,17 +552,11 @@ class TerminalScreen(HistoricRecvLine):
         """Print a line above the input line."""
         if self._closed.happened:
             return
-        self._write("\r\x1b[K" + self._styled(printable(text), kind) + "\n")
+        self._write("\r\x1b[K" + self._styled(visible(text), kind) + "\n")
         self._draw_input()
 
     def set_prompt(self, text):
         self._prompt = text
-        self._draw_input()
-
-    def set_input(self, text):
-        """Put C{text} on the input line, to be edited."""
-        self.lineBuffer = [char.encode("utf-8") for char in text]
-        self.lineBufferIndex = len(self.lineBuffer)
         self._draw_input()
 
     def close(self):
@@ -545,6 +589,7 @@ class TerminalScreen(HistoricRecvLine):
                 b"\x0b": self._kill_to_end,  # Ctrl-K
                 b"\x0c": self._clear_screen,  # Ctrl-L
                 b"\x15": self._kill_to_start,  # Ctrl-U
+                b"\x17": self._kill_word,  # Ctrl-W
             }
         )
         self._draw_input()
@@ -602,6 +647,16 @@ class TerminalScreen(HistoricRecvLine):
         del self.lineBuffer[: self.lineBufferIndex]
         self.lineBufferIndex = 0
 
+    def _kill_word(self):
+        # As a shell's Ctrl-W: the spaces before the cursor, then the word.
+        start = self.lineBufferIndex
+        while start and self.lineBuffer[start - 1].isspace():
+            start -= 1
+        while start and not self.lineBuffer[start - 1].isspace():
+            start -= 1
+        del self.lineBuffer[start : self.lineBufferIndex]
+        self.lineBufferIndex = start
+
     def _clear_screen(self):
         self._write("\x1b[H\x1b[2J")
 
@@ -610,12 +665,13 @@ class TerminalScreen(HistoricRecvLine):
     def _draw_input(self):
         if self._closing:
             return
-        prompt = printable(self._prompt)
+        prompt = visible(self._prompt)
         prompt_width = columns(prompt)
+        # The last column stays free for the cursor after the last character.
         room = max(self._width() - prompt_width - 1, 1)
-        chars = [item.decode("utf-8", "replace") for item in self.lineBuffer]
+        pieces = [visible(item.decode("utf-8", "replace")) for item in self.lineBuffer]
         self._scroll, shown, cursor = input_window(
-            chars, self.lineBufferIndex, self._scroll, room
+            pieces, self.lineBufferIndex, self._scroll, room
         )
         move = prompt_width + cursor
         self._write("\r" + prompt + shown + "\x1b[K\r" + (f"\x1b[{move}C" if move else ""))
@@ -631,35 +687,46 @@ class TerminalScreen(HistoricRecvLine):
             return f"\x1b[{rendition}m{text}\x1b[0m"
         return text
 
-    def _width(self):
-        try:
-            return os.get_terminal_size(0).columns or 80
-        except OSError:
-            return 80
-
     def _write(self, text):
         self._screen.write(text.encode("utf-8"))
 
 
-def input_window(chars, index, scroll, room):
-    """
-    The part of an input line to show in C{room} columns, scrolled sideways
-    as little as keeps the cursor (before C{chars[index]}) in view.
+def _stdin_width():
+    try:
+        return os.get_terminal_size(0).columns or 80
+    except OSError:
+        return 80
 
-    @return: C{(scroll, shown, cursor)}: the index of the first character
+
+def input_window(pieces, index, scroll, room):
+    """
+    The part of an input line to show in C{room} columns: scrolled sideways
+    from C{scroll} as little as keeps the cursor (before C{pieces[index]})
+    in view, and no further right than fills the room, so that a line that
+    shrank, or another one recalled, is shown from as far left as fits.
+
+    @param pieces: the line's characters, each as it is shown.
+    @return: C{(scroll, shown, cursor)}: the index of the first piece
         shown, the text shown, and the cursor's column within it.
     """
+    widths = [columns(piece) for piece in pieces]
     scroll = min(scroll, index)
-    while columns("".join(chars[scroll:index])) > room:
+    cursor = sum(widths[scroll:index])
+    while cursor > room:
+        cursor -= widths[scroll]
         scroll += 1
+    rest = cursor + sum(widths[index:])
+    while scroll and rest + widths[scroll - 1] <= room:
+        scroll -= 1
+        rest += widths[scroll]
+        cursor += widths[scroll]
     shown, used = [], 0
-    for char in chars[scroll:]:
-        width = _char_columns(char)
+    for piece, width in zip(pieces[scroll:], widths[scroll:]):
         if used + width > room:
             break
-        shown.append(char)
+        shown.append(piece)
         used += width
-    return scroll, "".join(shown), columns("".join(chars[scroll:index]))
+    return scroll, "".join(shown), cursor
 
 
 def _char_columns(char):

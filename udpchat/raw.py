@@ -3,13 +3,17 @@ The raw console: protocol lines from stdin, server replies to stdout.
 
 Each input line is sent as one datagram, exactly as typed (one trailing
 C{\\r} removed).  stdout carries the server's non-empty replies, one line
-per server line, so that the client can be scripted through a pipe; the
-client's own messages go to stderr.  L{StdioLines}, stdin cut into lines,
+per server line: byte for byte through a pipe, so that the client can be
+scripted; on a terminal with the characters a terminal would obey escaped
+(L{udpchat.terminal}), since a server may send anything.  The client's own
+messages go to stderr.  L{StdioLines}, stdin cut into lines,
 serves the chat mode's plain lines too (L{udpchat.console.LineScreen}).
 
 On top of L{udpchat.session}; it loads nothing of Twisted's conch, so that
 the raw client stays as small as it is.
 """
+
+import os
 
 from twisted.internet import stdio
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -17,7 +21,8 @@ from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
 from udpchat import wire
-from udpchat.session import Occasion, Session
+from udpchat.session import Occasion, Session, complain
+from udpchat.terminal import visible
 
 
 @implementer(IHalfCloseableProtocol)
@@ -99,17 +104,35 @@ class StdioLines(Protocol):
 class RawSession(Session):
     """
     The raw client: protocol lines in, exactly as typed; replies out,
-    exactly as sent.
+    exactly as sent, or escaped on a terminal.
+
+    @param terminal: whether stdout is a terminal, which obeys control
+        characters; by default, whether it is one when the session starts.
     """
 
+    def __init__(self, complain=complain, terminal=None):
+        Session.__init__(self, complain)
+        self._terminal = terminal
+
     def start(self, client, reactor):
+        if self._terminal is None:
+            self._terminal = os.isatty(1)
         io = StdioLines(self)
         stdio.StandardIO(io, reactor=reactor)
         self.attach(client, io)
 
     def show(self, reply):
         """Print a reply, one line per server line."""
+        if self._terminal:
+            lines = wire.reply_lines(reply)
+            reply = "\n".join(visible(line) for line in lines).encode("utf-8")
         self.io.write(reply + b"\n")
+
+    def forgotten(self):
+        self.warn(
+            "the server no longer knows this client as a member (was it "
+            "restarted?): automatic polling stopped; join again with 1 NAME"
+        )
 
     def line_received(self, line):
         if line.endswith(b"\r"):

@@ -25,6 +25,19 @@ NO_REPLY = 1
 INTERRUPTED = 128 + signal.SIGINT
 """The exit status after a second Ctrl-C, as shells report an interrupted job."""
 
+MAX_REPLY_BYTES = 65535
+"""
+The largest reply taken: more than any UDP datagram holds (65,507 bytes over
+IPv4, 65,527 over IPv6), so every reply a server can send arrives whole.
+"""
+
+READ_BYTES = MAX_REPLY_BYTES + 1
+"""
+How much the client's port reads at once (its C{maxPacketSize}): a byte
+more than L{MAX_REPLY_BYTES}, so that a datagram the system cut to that
+size is known to be cut, and never shown as if it were whole.
+"""
+
 _LEAVE = wire.encode_request(wire.LEAVE)
 _FETCH = wire.encode_request(wire.FETCH)
 
@@ -82,6 +95,9 @@ class ChatClient(DatagramProtocol):
     @param show: called with each non-empty reply (bytes) to an automatic
         poll, and to a request queued with L{send}.
     @param warn: called with the client's own messages (str).
+    @param forgotten: called when the server refuses an automatic poll:
+        it has forgotten this member (a restart, or an idle member
+        removed), and polling stops.
     @param poll_interval: seconds between automatic polls; 0 for none.
     @param timeout: seconds to wait for a reply before giving up on it.
 
@@ -91,11 +107,12 @@ class ChatClient(DatagramProtocol):
 
     noisy = False
 
-    def __init__(self, server, clock, show, warn, poll_interval=1.0, timeout=2.0):
+    def __init__(self, server, clock, show, warn, forgotten, poll_interval=1.0, timeout=2.0):
         self.server = server
         self._clock = clock
         self._show = show
         self._warn = warn
+        self._tell_forgotten = forgotten
         self._poll_interval = poll_interval
         self._timeout = timeout
         self.registered = False
@@ -150,7 +167,14 @@ class ChatClient(DatagramProtocol):
         self._outstanding = None
         timer.cancel()
         self._silent_server = False
-        self._answered(request, datagram)
+        if len(datagram) > MAX_REPLY_BYTES:
+            self._warn(
+                f"a reply from {_show_address(self.server)} was longer than "
+                f"{MAX_REPLY_BYTES} bytes and could not be read whole: not shown"
+            )
+            self._unanswered(request)
+        else:
+            self._answered(request, datagram)
         self._send_next()
 
     def _answered(self, request, reply):
@@ -175,14 +199,11 @@ class ChatClient(DatagramProtocol):
             self._show(reply)
 
     def _forgotten(self):
-        # The server refuses our poll: it no longer knows us (a restart, or
-        # an idle member removed).  Polling on would only repeat that.
-        self._warn(
-            "the server no longer knows this client as a member (was it "
-            "restarted?): automatic polling stopped; join again to go on"
-        )
+        # The server refuses our poll: it no longer knows us.  Polling on
+        # would only repeat that.
         self.registered = False
         self._stop_polling()
+        self._tell_forgotten()
 
     def _send_next(self):
         if self._outstanding is not None:
@@ -214,15 +235,19 @@ class ChatClient(DatagramProtocol):
                 f"no reply from {_show_address(self.server)} within "
                 f"{self._timeout:g} s (is the server running?)"
             )
-        if request.counts():
-            self.unanswered += 1
+        self._unanswered(request)
         # Each request gets its own timeout, even while finishing: a lost
         # reply says nothing about whether the next request will get one.
+        self._send_next()
+
+    def _unanswered(self, request):
+        # No reply to show: none came, or none that could be read whole.
+        if request.counts():
+            self.unanswered += 1
         if request.answered is not None:
             request.answered.callback(None)
         elif request.kind is wire.Fetch and self.registered:
             self._schedule_poll(self._poll_interval)
-        self._send_next()
 
     def _schedule_poll(self, delay):
         if not self._poll_interval or self._finishing is not None:
@@ -324,6 +349,13 @@ class Session:
     def warn(self, message):
         """Show one of the client's own messages (str)."""
         self._complain(message)
+
+    def forgotten(self):
+        """
+        Tell the user that the server has forgotten this member, and how
+        to join again; automatic polling has stopped.
+        """
+        raise NotImplementedError()
 
     def fail(self):
         """
