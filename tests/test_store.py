@@ -3,6 +3,7 @@ Tests for L{udpchat.store}: the room saved to SQLite and read back.
 """
 
 import os
+import shutil
 import sqlite3
 import tempfile
 
@@ -40,14 +41,23 @@ def commit(saved, room, now=0, checkpoint=False):
 
 
 def read_back(path, now=0, **options):
-    """A new room loaded from the file at C{path}, which is left closed."""
+    """
+    A new room loaded from the file at C{path} as a restart would load it,
+    from a copy of the file and its -wal: a store may hold it open (and
+    locked).
+    """
     room = Room(track_state=True, **options)
-    reader = Store(path)
-    reader.open()
-    try:
-        reader.load(room, now)
-    finally:
-        reader.close()
+    with tempfile.TemporaryDirectory() as directory:
+        copy = os.path.join(directory, "room.db")
+        shutil.copyfile(path, copy)
+        if os.path.exists(path + "-wal"):
+            shutil.copyfile(path + "-wal", copy + "-wal")
+        reader = Store(copy)
+        reader.open()
+        try:
+            reader.load(room, now)
+        finally:
+            reader.close()
     return room
 
 
@@ -279,44 +289,50 @@ class RoundTripTests(StoreTestCase):
         again.receive(self.C, b"1 Cy", 0)
         self.assertEqual([m.id for m in whole(again.take_changes(everyone=True))[0]], [0, 2])
 
-    def test_failed_commit_is_saved_by_the_next(self):
-        """A commit that fails leaves the file as it was; the next commit saves its changes too."""
+    def test_failed_commit_saves_nothing_and_revert_returns_to_the_last_commit(self):
+        """A commit that fails leaves the file as it was, and revert returns the room to it: polls take nothing, joins make no member."""
         room = Room(track_state=True)
         saved = self.open(room)
-        room.receive(self.A, b"1 Al", 0)
-        room.receive(self.B, b"1 Bo", 0)
+        for source, datagram in [(self.A, b"1 Al"), (self.B, b"1 Bo"), (self.A, b"2 one")]:
+            room.receive(source, datagram, 0)
         commit(saved, room)
-        committed = state(room)
-        # Another connection makes every new line fail, as a full disk would.
+        committed = (state(room), whole(room.take_changes(everyone=True)))
+        # Another connection makes every new line fail.
         other = sqlite3.connect(self.path, isolation_level=None)
         self.addCleanup(other.close)
         other.execute("CREATE TRIGGER full BEFORE INSERT ON lines BEGIN SELECT RAISE(ABORT, 'full'); END")
-        for source, datagram in [(self.C, b"1 Cy"), (self.A, b"2 hi"), (self.B, b"5"), (self.A, b"3 Ann")]:
+        for source, datagram in [(self.C, b"1 Cy"), (self.A, b"2 two"), (self.B, b"5"), (self.A, b"3 Ann")]:
             room.receive(source, datagram, 0)
         with self.assertRaises(sqlite3.IntegrityError):
             commit(saved, room)
-        after_failure = state(read_back(self.path))
+        saved.revert(room)
+        reverted = (state(room), whole(room.take_changes(everyone=True)))
         other.execute("DROP TRIGGER full")
-        room.receive(self.B, b"4", 0)
+        in_file = state(read_back(self.path))
+        room.receive(self.C, b"1 Cy", 0)
         commit(saved, room)
         self.assertEqual(
-            (after_failure, state(read_back(self.path)), whole(read_back(self.path).take_changes(everyone=True))),
-            (committed, state(room), whole(room.take_changes(everyone=True))),
+            (in_file, reverted, room.receive(self.B, b"5", 0), [m.id for m in whole(room.take_changes(everyone=True))[0]]),
+            (committed[0], committed, b"Al: one\nCy has joined", [0, 1, 2]),
         )
 
-    def test_failed_commit_is_saved_by_the_next_even_with_nothing_new(self):
-        """After a failed commit, a commit with no new changes still saves the failed one's."""
-        room = Room(track_state=True)
-        saved = self.open(room)
-        room.receive(self.A, b"1 Al", 0)
+    def test_revert_keeps_when_members_were_heard_from(self):
+        """Idle timers are not rolled back with the rest: a member heard from in a failed batch was heard from."""
+        options = dict(idle_timeout=100)
+        room = Room(track_state=True, **options)
+        saved = self.open(room, now=1000)
+        room.receive(self.A, b"1 Al", 1000)
+        room.receive(self.B, b"1 Bo", 1000)
+        commit(saved, room, 1000, checkpoint=True)
         other = sqlite3.connect(self.path, isolation_level=None)
         self.addCleanup(other.close)
-        other.execute("CREATE TRIGGER full BEFORE INSERT ON members BEGIN SELECT RAISE(ABORT, 'full'); END")
+        other.execute("CREATE TRIGGER full BEFORE UPDATE ON members BEGIN SELECT RAISE(ABORT, 'full'); END")
+        room.receive(self.A, b"5", 1090)  # Al has a line to take: a change
         with self.assertRaises(sqlite3.IntegrityError):
-            commit(saved, room)
-        other.execute("DROP TRIGGER full")
-        commit(saved, room)
-        self.assertEqual(read_back(self.path).members(), [(self.A, "Al")])
+            commit(saved, room, 1090)
+        saved.revert(room)
+        room.expire(1150)
+        self.assertEqual(room.members(), [(self.A, "Al")])
 
     @settings(max_examples=60, deadline=None)
     @given(
@@ -535,15 +551,61 @@ class CheckTests(StoreTestCase):
 
 
 class LockTests(StoreTestCase):
-    def test_second_lock_is_refused(self):
-        """While one process holds the lock, a second lock fails clearly."""
-        fd = lock(self.path)
-        self.addCleanup(os.close, fd)
-        with self.assertRaises(StateFileError) as caught:
-            lock(self.path)
-        self.assertIn("another udpchat server is using", str(caught.exception))
+    """
+    One store per file, whatever name it is reached by: L{lock} (before
+    twistd forks) and L{Store.open} lock the file itself.
+    """
 
-    def test_lock_is_released_with_its_descriptor(self):
-        """Once the holder closes it, the lock can be taken again."""
-        os.close(lock(self.path))
-        os.close(lock(self.path))
+    def setUp(self):
+        super().setUp()
+        room = Room(track_state=True)
+        self.open(room).close()
+
+    def hand_over(self, path):
+        """Open and close a store on C{path}: it takes over the lock L{lock} took, and releases it."""
+        taken = Store(path)
+        taken.open()
+        taken.close()
+
+    def assert_refused(self, function, path):
+        with self.assertRaises(StateFileError) as caught:
+            function(path)
+        self.assertEqual(str(caught.exception), f"another udpchat server is using {path}")
+
+    def test_second_lock_is_refused_until_the_store_closes(self):
+        """While lock()'s descriptor or the store that took it over is open, nobody else locks the file; then anybody can."""
+        lock(self.path)
+        self.assert_refused(lock, self.path)
+        saved = Store(self.path)
+        saved.open()  # takes lock()'s descriptor over
+        self.assert_refused(lock, self.path)
+        self.assert_refused(lambda path: Store(path).open(), self.path)
+        saved.close()
+        lock(self.path)
+        self.hand_over(self.path)
+
+    def test_other_names_of_the_file_are_refused(self):
+        """A symbolic link and a hard link to a file in use are refused, as the file is."""
+        saved = Store(self.path)
+        saved.open()
+        self.addCleanup(saved.close)
+        symbolic = os.path.join(self.directory.name, "symbolic.db")
+        hard = os.path.join(self.directory.name, "hard.db")
+        os.symlink(self.path, symbolic)
+        os.link(self.path, hard)
+        for name in (symbolic, hard):
+            self.assert_refused(lock, name)
+            self.assert_refused(lambda path: Store(path).open(), name)
+
+    def test_a_new_file_is_locked_by_the_store_that_creates_it(self):
+        """lock() finds no file to lock; the store creates it locked, leaving nothing else beside it."""
+        path = os.path.join(self.directory.name, "new.db")
+        self.assertIsNone(lock(path))
+        saved = Store(path)
+        saved.open()
+        self.addCleanup(saved.close)
+        self.assert_refused(lock, path)
+        self.assertEqual(
+            sorted(name for name in os.listdir(self.directory.name) if name.startswith("new.db")),
+            ["new.db", "new.db-shm", "new.db-wal"],
+        )

@@ -204,20 +204,7 @@ class Room:
         self.idle_timeout = idle_timeout
         self.group_of = group_of
         self.max_members_per_group = max_members_per_group
-        self._events = []
-        self.changed = False
-        # id -> Member whose state changed (None: removed), when tracked.
-        self._dirty = {} if track_state else None
-        self._reported_end = 0  # lines before this one were reported
-        # No member can expire before this time (a lower bound).
-        self._next_expiry = float("inf") if not idle_timeout else 0.0
-        self._next_id = 0
-        self._members = {}  # source -> Member, in join order
-        self._ids = {}  # id -> Member
-        self._names = {}  # name -> Member
-        self._silent = OrderedDict()  # source -> Member, longest silent first
-        self._groups = {}  # group -> how many members it has
-        self._log = SharedLog(capacity=2 * max_pending)
+        self._track_state = track_state
         self._handlers = {
             wire.Join: self._join,
             wire.Say: self._say,
@@ -225,6 +212,24 @@ class Room:
             wire.Leave: self._leave,
             wire.Fetch: self._fetch,
         }
+        self._empty()
+
+    def _empty(self):
+        # Everything but the settings: a room with nobody and nothing in it.
+        self._events = []
+        self.changed = False
+        # id -> Member whose state changed (None: removed), when tracked.
+        self._dirty = {} if self._track_state else None
+        self._reported_end = 0  # lines before this one were reported
+        # No member can expire before this time (a lower bound).
+        self._next_expiry = float("inf") if not self.idle_timeout else 0.0
+        self._next_id = 0
+        self._members = {}  # source -> Member, in join order
+        self._ids = {}  # id -> Member
+        self._names = {}  # name -> Member
+        self._silent = OrderedDict()  # source -> Member, longest silent first
+        self._groups = {}  # group -> how many members it has
+        self._log = SharedLog(capacity=2 * self.max_pending)
 
     def receive(self, source, datagram, now):
         """
@@ -407,15 +412,15 @@ class Room:
             self._dirty[member.id] = member
             self.changed = True
         if not member.dropped:
-            lines, position = log.look(cursor, self.max_reply_bytes)
+            text, position = log.look(cursor, self.max_reply_bytes)
             log.advance(cursor, position)
-            return wire.LINE_SEPARATOR.join(lines)
+            return text
         notice = wire.dropped(member.dropped)
         room = self.max_reply_bytes - len(notice) - len(wire.LINE_SEPARATOR)
         member.dropped = 0
-        lines, position = log.look(cursor, room)
+        text, position = log.look(cursor, room)
         log.advance(cursor, position)
-        return wire.LINE_SEPARATOR.join([notice, *lines])
+        return notice + wire.LINE_SEPARATOR + text if text else notice
 
     def _enter(self, member):
         # The tables a member is found in, but the log's and _silent, whose
@@ -448,13 +453,15 @@ class Room:
 
     def restore(self, members, lines, first, next_id):
         """
-        Rebuild a new, empty room from what a store saved.
+        Rebuild the room from what a store saved, forgetting whatever it held
+        (a store returns a room to its last commit this way).
 
         @param members: a L{MemberState} for each member, in join order.
         @param lines: C{(author id or None, line)} for each line held, from
             sequence number C{first} on.
         @param next_id: the number the next member will get.
         """
+        self._empty()
         restored = []
         for state in members:
             member = Member(

@@ -24,8 +24,9 @@ from twisted.application.internet import TimerService
 from twisted.application.service import Service
 from twisted.internet import udp
 from twisted.internet.defer import maybeDeferred
-from twisted.internet.error import MessageLengthError
+from twisted.internet.error import MessageLengthError, ReactorNotRunning
 from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.task import LoopingCall
 from twisted.logger import (
     FilteringLogObserver,
     Logger,
@@ -35,7 +36,7 @@ from twisted.logger import (
 )
 
 from udpchat.room import Expired, Joined, Left, Renamed
-from udpchat.store import StateFileError
+from udpchat.store import StateFileError, StateWriteError
 from udpchat.wire import ILLEGAL, MAX_DATAGRAM_BYTES
 
 SUMMARY_INTERVAL = 60.0
@@ -46,6 +47,9 @@ EXPIRY_INTERVAL = 1.0
 
 CHECKPOINT_INTERVAL = 60.0
 """Seconds between two saves of every member's idle timer, with a store."""
+
+WATCH_INTERVAL = 1.0
+"""Seconds between two looks at whether the state file is still there."""
 
 ILLEGAL_REQUEST = "illegal"
 UNSENT = "unsent"
@@ -144,14 +148,18 @@ class HeldReplies:
     def commit(self, changes, now, checkpoint=False):
         """
         Store C{changes}, then send the replies held.  If the store fails,
-        the replies are dropped (nothing is promised that is not saved) and
-        the error raised; the store keeps the changes for its next commit.
+        it saves nothing, the replies are dropped (nothing is promised that
+        is not saved) and the error raised: the caller returns the room to
+        the store's last commit (L{udpchat.store.Store.revert}).
+
+        @return: whether the store wrote anything.
         """
         replies, self._replies = self._replies, []
-        self.store.commit(changes, now, checkpoint)
+        wrote = self.store.commit(changes, now, checkpoint)
         send = self._send
         for reply, address, admission in replies:
             send(reply, address, admission, now)
+        return wrote
 
 
 class ChatServerProtocol(DatagramProtocol):
@@ -189,6 +197,7 @@ class ChatServerProtocol(DatagramProtocol):
         self._limiter = limiter
         self._admit = None if limiter is None else limiter.admit
         self._held = None if store is None else HeldReplies(store, self._send)
+        self._write_error = None  # while the store cannot write: why
         self._ends_batches = False  # whether the transport calls flush()
         self._flush_call = None
         self._last_fault_logged = None
@@ -287,13 +296,48 @@ class ChatServerProtocol(DatagramProtocol):
         if not (room.changed or checkpoint or self._held is not None):
             return  # the most common batch of all, in memory
         changes = room.take_changes(everyone=checkpoint)
+        if self._held is not None and not self._commit(changes, checkpoint):
+            return  # undone: none of it happened
         if changes.events:
             log_changes(self.log, changes, room.idle_timeout)
-        if self._held is not None:
-            try:
-                self._held.commit(changes, self._clock.seconds(), checkpoint)
-            except Exception:
-                self._fault(None)
+
+    def _commit(self, changes, checkpoint):
+        # Commit and answer; or, if the store fails, undo what the batch
+        # did, since nobody was told: a poll takes nothing, a join makes no
+        # member.  A full disk or an I/O error is logged once per outage
+        # (with SQLite's words), and its end too; a bug as a bug.
+        held = self._held
+        try:
+            wrote = held.commit(changes, self._clock.seconds(), checkpoint)
+        except StateWriteError as e:
+            self._revert()
+            if self._write_error is None:
+                self._write_error = str(e)
+                self.log.error(
+                    "cannot write the state file {path}: {error}; requests that "
+                    "change the room get no reply until it can",
+                    path=held.store.path,
+                    error=self._write_error,
+                )
+        except StateFileError:
+            self._revert()  # the store is lost: the service stops, and says why
+        except Exception:
+            self._fault(None)
+            self._revert()
+        else:
+            if wrote and self._write_error is not None:
+                self._write_error = None
+                self.log.warn("the state file {path} can be written again", path=held.store.path)
+            return True
+        return False
+
+    def _revert(self):
+        try:
+            self._held.store.revert(self.room)
+        except StateFileError:
+            pass  # the store is lost: the service stops, and says why
+        except Exception:
+            self._fault(None)  # the store is lost too
 
     def sweep(self):
         """Remove the members silent for too long, when nothing arrives."""
@@ -531,6 +575,7 @@ class ChatService(Service):
         self.protocol = protocol
         self._reactor = reactor
         self.port = None
+        self._watching = None
 
     def startService(self):
         Service.startService(self)
@@ -554,6 +599,9 @@ class ChatService(Service):
                 lines=_counted(room.stored_lines, "stored line"),
                 path=store.path,
             )
+            self._watching = LoopingCall(self._watch)
+            self._watching.clock = self._reactor
+            self._watching.start(WATCH_INTERVAL, now=False)
         sock = self._socket
         # Read one byte more than any legal request, so that an oversize
         # datagram is seen as oversize, never parsed truncated.  The port is
@@ -572,6 +620,8 @@ class ChatService(Service):
 
     def stopService(self):
         Service.stopService(self)
+        if self._watching is not None and self._watching.running:
+            self._watching.stop()
         if self.port is None:
             return None
         self.protocol.flush()  # answer what was handled before closing
@@ -593,10 +643,41 @@ class ChatService(Service):
                 **counts,
             )
             return
+        store.watch()  # a last look: never "kept" in a file that is gone
         protocol.checkpoint()
-        store.close()
-        self.log.info(
-            "udpchat stopped: {members} and {lines} kept in {path}",
-            path=store.path,
-            **counts,
+        kept = store.close()
+        if store.lost is None:
+            self.log.info(
+                "udpchat stopped: {members} and {lines} kept in {path}",
+                path=store.path,
+                **counts,
+            )
+        elif kept:
+            self.log.warn(
+                "udpchat stopped: {members} and {lines} kept in {path} "
+                "({reason}: its commits were written back)",
+                path=store.path,
+                reason=store.lost,
+                **counts,
+            )
+        else:
+            self.log.error(
+                "udpchat stopped: {members} and {lines} lost: {reason}",
+                reason=store.lost,
+                **counts,
+            )
+
+    def _watch(self):
+        # A state file deleted or replaced under the server keeps none of
+        # the promises its replies make: stop, as on SIGTERM, saying why.
+        reason = self.protocol.store.watch()
+        if reason is None:
+            return
+        self._watching.stop()
+        self.log.error(
+            "the state file cannot be used any more: {reason}; udpchat stops", reason=reason
         )
+        try:
+            self._reactor.stop()
+        except ReactorNotRunning:
+            pass  # stopping already

@@ -7,20 +7,34 @@ learns what to save from the L{udpchat.room.Changes} the room hands out,
 and reads nothing else of the room.  The adapter commits what changed
 before it sends the replies those changes cause, so a reply is a promise
 kept: whatever a member was told (a line acknowledged, lines fetched)
-survives a crash of the process.
+survives a crash of the process.  A commit that fails saves nothing, and
+the adapter returns the room to the last commit (L{Store.revert}): what
+was not saved did not happen.
 
 Opening the file for writing waits for L{Store.open}, in C{startService}:
 twistd builds the service before it forks and drops privileges, and an
-SQLite connection must not cross a fork.  L{check} inspects the file
-read-only while the command line is parsed, so that a bad file is a usage
-error, and L{lock} keeps a second server off the same file.
+SQLite connection must not cross a fork.  L{check} inspects the file,
+without changing it or creating anything beside it, while the command line
+is parsed, so that a bad file is a usage error; L{lock} keeps a second
+server off the file itself (its inode, whatever name it is reached by), and
+L{Store.watch} notices when the file or its write-ahead log is deleted or
+replaced under a running server.
 """
 
+import errno
 import fcntl
+import math
 import os
+import reprlib
+import shutil
 import sqlite3
+import stat
+import tempfile
+from contextlib import contextmanager
+from ipaddress import ip_address
 from urllib.parse import quote
 
+from udpchat import wire
 from udpchat.room import MemberState
 
 APPLICATION_ID = 0x75647063  # "udpc"
@@ -82,6 +96,70 @@ ALTER TABLE members DROP COLUMN own_forgotten;
 PRAGMA user_version = 2;
 """
 
+_COLUMNS = {
+    "room": ("singleton", "next_id", "saved_at"),
+    "members": ("id", "host", "port", "name", "position", "dropped", "last_seen"),
+    "lines": ("sequence", "author", "line"),
+}
+"""The tables of a state file and their columns, in order (version 2)."""
+
+_MEMBER_COLUMNS_1 = ("id", "host", "port", "name", "position", "own_forgotten", "dropped", "last_seen")
+
+def _count(value):
+    return type(value) is int and value >= 0
+
+
+def _time(value):
+    # NaN fails the comparison too.
+    return type(value) in (int, float) and 0 <= value < math.inf
+
+
+def _host(value):
+    try:
+        ip_address(value)
+    except ValueError:
+        return False
+    return type(value) is str
+
+
+def _name(value):
+    # What a join could have given: wire's rules for names, all of them.
+    if type(value) is not str:
+        return False
+    try:
+        return wire.parse_request(b"1 " + value.encode()) == wire.Join(value)
+    except (wire.IllegalMessage, UnicodeError):
+        return False
+
+
+def _line(value):
+    if type(value) is not bytes or not 0 < len(value) <= wire.MAX_LINE_BYTES:
+        return False
+    try:
+        value.decode()
+    except UnicodeError:
+        return False
+    return wire.LINE_SEPARATOR not in value
+
+
+_VALID = {
+    "singleton": lambda value: value == 0 and type(value) is int,
+    "next_id": _count,
+    "saved_at": _time,
+    "id": _count,
+    "host": _host,
+    "port": lambda value: type(value) is int and 0 <= value <= 65535,
+    "name": _name,
+    "position": _count,
+    "own_forgotten": _count,
+    "dropped": _count,
+    "last_seen": _time,
+    "sequence": _count,
+    "author": lambda value: value is None or _count(value),
+    "line": _line,
+}
+"""What udpchat writes in each column."""
+
 
 class StateFileError(Exception):
     """
@@ -89,11 +167,36 @@ class StateFileError(Exception):
     """
 
 
+class StateWriteError(Exception):
+    """
+    A commit that the file refused (a full disk, an I/O error...): trouble
+    with the file, not a bug.  The message is SQLite's own.
+    """
+
+
+# (device, inode) -> the descriptor lock() locked, until a store takes it:
+# a second flock of the file would be refused, even in this process.
+_LOCKS = {}
+
+
+def _identity(status):
+    return (status.st_dev, status.st_ino)
+
+
+def _identity_at(path):
+    """The (device, inode) of the file at C{path}, or L{None} if none is."""
+    try:
+        return _identity(os.stat(path))
+    except FileNotFoundError:
+        return None
+
+
 def check(path):
     """
-    Check, without writing anything, that C{path} can hold a room: a udpchat
-    state file of this version, or no file (or an empty one) for a new room,
-    in a directory where SQLite can write its journal files.
+    Check, without changing anything or creating any file beside it, that
+    C{path} can hold a room: a udpchat state file of this version holding
+    only values that udpchat writes, or no file (or an empty one) for a new
+    room, in a directory where SQLite can write its journal files.
 
     @raise StateFileError: if it cannot.
     """
@@ -109,18 +212,68 @@ def check(path):
             f"cannot write in {directory} (SQLite keeps {os.path.basename(path)}-wal "
             "and -shm beside the file)"
         )
+    _check_journal(path)
     if not os.path.exists(path) or os.path.getsize(path) == 0:
         return
     if not os.access(path, os.R_OK | os.W_OK):
         raise StateFileError(f"cannot read and write {path}")
     try:
-        connection = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
-        try:
+        with _reading(path) as connection:
             _check_identity(connection, path, whole=True)
-        finally:
-            connection.close()
+            _read(connection, path)
     except sqlite3.Error as e:
         raise StateFileError(f"{path} is not a udpchat state file ({e})") from None
+
+
+def _check_journal(path):
+    """
+    Refuse a write-ahead log beside a missing or empty file: it holds
+    commits of a file that is gone, which a new room would throw away.
+    """
+    try:
+        wal_bytes = os.path.getsize(path + "-wal")
+    except OSError:
+        return
+    if wal_bytes and not (os.path.exists(path) and os.path.getsize(path)):
+        missing = "empty" if os.path.exists(path) else "missing"
+        raise StateFileError(
+            f"{path} is {missing} but {path}-wal holds {wal_bytes} bytes of its "
+            f"commits: put {path} back, or remove {path}-wal to start a new room"
+        )
+
+
+@contextmanager
+def _reading(path):
+    """
+    A read-only connection to the room at C{path} that changes no file and
+    creates none.  SQLite reading a file in WAL mode creates its C{-shm}
+    (and C{-wal}) files beside it, even read-only: a file with a write-ahead
+    log is therefore read from a private copy of both, and one without as
+    immutable (no journal, no lock: the caller holds L{lock}).
+    """
+    wal = path + "-wal"
+    if not os.path.exists(wal) or os.path.getsize(wal) == 0:
+        connection = sqlite3.connect(f"file:{quote(path)}?immutable=1", uri=True)
+        try:
+            yield connection
+        finally:
+            connection.close()
+        return
+    with tempfile.TemporaryDirectory(prefix="udpchat-check-") as directory:
+        copy = os.path.join(directory, "room.db")
+        try:
+            shutil.copyfile(path, copy)
+            shutil.copyfile(wal, copy + "-wal")
+        except OSError as e:
+            raise StateFileError(
+                f"cannot check {path}: copying it and its -wal to {directory} "
+                f"failed ({e.strerror})"
+            ) from None
+        connection = sqlite3.connect(f"file:{quote(copy)}?mode=ro", uri=True)
+        try:
+            yield connection
+        finally:
+            connection.close()
 
 
 def _check_identity(connection, path, whole=False):
@@ -138,31 +291,169 @@ def _check_identity(connection, path, whole=False):
         (verdict,) = connection.execute("PRAGMA quick_check").fetchone()
         if verdict != "ok":
             raise StateFileError(f"{path} is damaged ({verdict})")
-        for table in ("room", "members", "lines"):
-            connection.execute(f"SELECT * FROM {table} LIMIT 1").fetchall()
+
+
+def _read(connection, path, whole=True):
+    """
+    The room that C{connection}'s file holds, each value checked: C{(next_id,
+    saved_at, members, lines, first)}, with a L{MemberState} per member in
+    join order (its idle timer as saved, its position as version 2 counts
+    it) and C{(sequence, author, line)} per line held, oldest first, from
+    sequence number C{first} on.
+
+    @param whole: whether to check the schema too (for a file udpchat did
+        not just write itself).
+    @raise StateFileError: for a table, a column or a value that udpchat
+        never writes, or rows that contradict each other.
+    """
+
+    def refuse(what):
+        return StateFileError(f"{path} holds what udpchat never writes: {what}")
+
+    columns = dict(_COLUMNS)
+    (version,) = connection.execute("PRAGMA user_version").fetchone()
+    if version == 1:
+        columns["members"] = _MEMBER_COLUMNS_1
+    if whole:
+        _check_schema(connection, path, columns, refuse)
+
+    def rows(table):
+        names = columns[table]
+        for row in connection.execute(f"SELECT {', '.join(names)} FROM {table} ORDER BY 1"):
+            for column, value in zip(names, row):
+                if not _VALID[column](value):
+                    shown = reprlib.repr(value)
+                    raise refuse(f"{table} {names[0]} {row[0]!r}: {column} = {shown}")
+            yield row
+
+    room = list(rows("room"))
+    if len(room) != 1:
+        raise refuse(f"{len(room)} rows in the table room")
+    ((_, next_id, saved_at),) = room
+    members = []
+    sources, names = set(), set()
+    for row in rows("members"):
+        member = dict(zip(columns["members"], row))
+        id, source, name = member["id"], (member["host"], member["port"]), member["name"]
+        if id >= next_id:
+            raise refuse(f"members id {id}, not below room next_id = {next_id}")
+        if source in sources:
+            raise refuse(f"two members at {source[0]} port {source[1]}")
+        if name in names:
+            raise refuse(f"two members named {name!r}")
+        sources.add(source)
+        names.add(name)
+        position = member["position"] + member.get("own_forgotten", 0)
+        members.append(
+            MemberState(id, source, name, position, member["dropped"], member["last_seen"])
+        )
+    lines = list(rows("lines"))
+    first = lines[0][0] if lines else max((member.position for member in members), default=0)
+    for expected_sequence, (sequence, author, _) in enumerate(lines, first):
+        if sequence != expected_sequence:
+            raise refuse(f"no lines sequence {expected_sequence}, yet a line {sequence}")
+        if author is not None and author >= next_id:
+            raise refuse(
+                f"lines sequence {sequence}: author = {author}, "
+                f"not below room next_id = {next_id}"
+            )
+    end = first + len(lines)
+    for member in members:
+        if member.position > end:
+            raise refuse(
+                f"members id {member.id}: position = {member.position}, "
+                f"beyond the lines held ({first} to {end - 1})"
+            )
+    return next_id, saved_at, members, lines, first
+
+
+def _check_schema(connection, path, columns, refuse):
+    """
+    Refuse a file whose tables (and triggers, views, indexes) are not those
+    of C{columns}, with their columns in that order.
+    """
+    found = {
+        (kind, name)
+        for kind, name in connection.execute("SELECT type, name FROM sqlite_master")
+        if not name.startswith("sqlite_")
+    }
+    expected = {("table", table) for table in columns}
+    for kind, name in sorted(found - expected):
+        raise refuse(f"the {kind} {name}")
+    for kind, name in sorted(expected - found):
+        raise StateFileError(f"{path} is not a udpchat state file (no {kind} {name})")
+    for table, names in columns.items():
+        have = tuple(row[1] for row in connection.execute(f"PRAGMA table_info({table})"))
+        if have != names:
+            raise refuse(f"the columns {table}({', '.join(have)})")
 
 
 def lock(path):
     """
-    Lock C{path} for this process, so that no other udpchat server uses it.
+    Lock the file at C{path} for this process, so that no other udpchat
+    server uses it by whatever name it reaches it (a symbolic or a hard
+    link): an C{flock} on the file itself, which SQLite's own (POSIX)
+    locks leave alone.  The descriptor stays open, across twistd's fork
+    too, until the L{Store} opening the file takes it over; a file that is
+    not there yet is locked by the store that creates it.
 
-    The lock is an C{flock} on a side file, C{PATH.lock}; the descriptor
-    stays open, across twistd's fork too, for as long as the process lives.
-
-    @return: the locked file descriptor.
+    @return: the locked descriptor, or L{None} if there is no file (or no
+        regular file: L{check} says what it is) to lock.
     @raise StateFileError: if another process holds the lock.
     """
-    lock_path = path + ".lock"
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
     except OSError as e:
-        raise StateFileError(f"cannot open {lock_path}: {e.strerror}") from None
+        raise StateFileError(f"cannot open {path}: {e.strerror}") from None
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode):
+        os.close(fd)
+        return None
+    _flock(fd, path)
+    _LOCKS[_identity(status)] = fd
+    return fd
+
+
+def _flock(fd, path):
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as e:
         os.close(fd)
-        raise StateFileError(f"another udpchat server is using {path}") from None
+        if e.errno == errno.EWOULDBLOCK:
+            raise StateFileError(f"another udpchat server is using {path}") from None
+        raise StateFileError(f"cannot lock {path}: {e.strerror}") from None
+
+
+def _take_lock(path):
+    """
+    The locked descriptor of the file at C{path}: the one L{lock} took, or
+    a new one, creating a missing file readable by its owner only (it
+    holds the messages; SQLite gives its -wal and -shm files the same
+    permissions).
+    """
+    fd = _LOCKS.pop(_identity_at(path), None)
+    if fd is None:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise StateFileError(f"cannot open {path}: {e.strerror}") from None
+        _flock(fd, path)
+    if _identity(os.fstat(fd)) != _identity_at(path):
+        os.close(fd)
+        raise StateFileError(f"{path} was replaced while it was being opened")
     return fd
+
+
+def _roll_back(connection):
+    # After some errors (a full disk among them) SQLite has rolled back
+    # already; a failing ROLLBACK must not hide the error that matters.
+    if connection.in_transaction:
+        try:
+            connection.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
 
 class Store:
@@ -172,26 +463,38 @@ class Store:
     @param path: the file; L{check} approved it.
     @param synchronous: C{normal} (a commit survives a crash of the process)
         or C{full} (it survives a power loss too, at a cost).
+
+    @ivar lost: L{None}, or why the store commits no more: its file or
+        the file's write-ahead log was deleted or replaced (L{watch}), or
+        the file could not be read back after a failed commit.
     """
 
     def __init__(self, path, synchronous="normal"):
         self.path = path
         self.synchronous = synchronous
+        self.lost = None
         self._connection = None
+        self._lock = None
+        self._files = None  # (device, inode) of the file and its -wal, opened
         self._saved_first = 0  # the file holds no line before this one
         self._saved_next_id = 0
-        self._unsaved = None  # Changes a failed commit could not save
 
     def open(self):
         """
-        Open the file for writing, creating the schema in a new file.
+        Lock the file (creating it if there is none) and open it for
+        writing, creating the schema in a new file.
 
-        @raise StateFileError: if the file changed since L{check}.
+        @raise StateFileError: if another server holds it, or it changed
+            since L{check} into a file that cannot be used.
         """
-        # A new file is private: it holds the group's messages.  SQLite
-        # gives its -wal and -shm files the same permissions.
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
-        connection = sqlite3.connect(self.path, isolation_level=None)
+        path = self.path
+        _check_journal(path)
+        self._lock = _take_lock(path)
+        try:
+            connection = sqlite3.connect(path, isolation_level=None)
+        except BaseException:
+            self._release()
+            raise
         try:
             # Before the first access, so that a new file gets it.
             connection.execute(f"PRAGMA page_size = {PAGE_BYTES}")
@@ -203,7 +506,7 @@ class Store:
                     f"PRAGMA user_version = {SCHEMA_VERSION};"
                     f"BEGIN; {_SCHEMA} COMMIT;"
                 )
-            _check_identity(connection, self.path)
+            _check_identity(connection, path)
             (version,) = connection.execute("PRAGMA user_version").fetchone()
             if version == 1:
                 connection.executescript(f"BEGIN; {_MIGRATE_FROM_1} COMMIT;")
@@ -211,10 +514,15 @@ class Store:
             (page_bytes,) = connection.execute("PRAGMA page_size").fetchone()
             connection.execute(f"PRAGMA wal_autocheckpoint = {WAL_BYTES // page_bytes}")
             connection.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
+            # SQLite creates the -wal at the first read in WAL mode: now.
+            connection.execute("PRAGMA schema_version").fetchone()
+            self._files = (_identity(os.fstat(self._lock)), _identity(os.stat(path + "-wal")))
         except BaseException:
             connection.close()
+            self._release()
             raise
         self._connection = connection
+        self.lost = None
 
     def _tables(self, connection):
         return connection.execute("SELECT name FROM sqlite_master").fetchall()
@@ -224,50 +532,72 @@ class Store:
         Fill the new C{room} from the file, as it stood at the last commit,
         at time C{now}: idle timers resume where they stood, since members
         could not reach a stopped server.
+
+        @raise StateFileError: for a value in the file that udpchat never
+            writes.
+        """
+        next_id, saved_at, members, lines, first = _read(self._connection, self.path)
+        downtime = max(0.0, now - saved_at) if saved_at else 0.0
+        if downtime:
+            members = [state._replace(last_seen=state.last_seen + downtime) for state in members]
+        self._restore(room, members, lines, first, next_id)
+
+    def revert(self, room):
+        """
+        Return C{room} to what the file held at the last commit, once a
+        commit has failed: nothing the batch did stays in effect (a poll
+        takes nothing, a join makes no member).  Idle timers stay as the
+        room has them: that a member was heard from is no promise.
+
+        @raise StateFileError: if the file cannot be read back; the store is
+            then L{lost}, as it is after any other exception.
         """
         connection = self._connection
-        saved_next_id, saved_at = connection.execute(
-            "SELECT next_id, saved_at FROM room"
-        ).fetchone()
-        downtime = max(0.0, now - saved_at) if saved_at else 0.0
-        members = [
-            MemberState(id, (host, port), name, position, dropped, last_seen + downtime)
-            for id, host, port, name, position, dropped, last_seen in connection.execute(
-                "SELECT id, host, port, name, position, dropped, last_seen"
-                " FROM members ORDER BY id"
-            )
-        ]
-        lines = connection.execute(
-            "SELECT sequence, author, line FROM lines ORDER BY sequence"
-        ).fetchall()
-        # The file holds exactly the lines the room held, so the oldest is
-        # the room's first; a room that held none had every member at its
-        # end (a member can only fall behind lines that are still held).
-        if lines:
-            first = lines[0][0]
-        else:
-            first = max((member.position for member in members), default=0)
-        room.restore(members, [(author, line) for _, author, line in lines], first, saved_next_id)
+        try:
+            if connection.in_transaction:
+                raise sqlite3.OperationalError("the failed commit could not be rolled back")
+            next_id, _, members, lines, first = _read(connection, self.path, whole=False)
+        except (sqlite3.Error, StateFileError) as e:
+            self.lost = f"cannot read {self.path} back after a failed commit ({e})"
+            raise StateFileError(self.lost) from None
+        try:
+            heard = {state.id: state.last_seen for state in room.take_changes(everyone=True).members}
+            members = [
+                state._replace(last_seen=heard.get(state.id, state.last_seen))
+                for state in members
+            ]
+            self._restore(room, members, lines, first, next_id)
+        except Exception as e:
+            # A bug; the room is neither as it was nor as it is saved.
+            self.lost = f"returning the room to {self.path}'s last commit failed ({e!r})"
+            raise
+
+    def _restore(self, room, members, lines, first, next_id):
+        room.restore(members, [(author, line) for _, author, line in lines], first, next_id)
         self._saved_first = first
-        self._saved_next_id = saved_next_id
+        self._saved_next_id = next_id
 
     def commit(self, changes, now, checkpoint=False):
         """
         Save C{changes} (a L{udpchat.room.Changes}) in one transaction, at
         time C{now}; with C{checkpoint}, the time too, which is otherwise
         saved only now and then (an older time errs on the side of members:
-        the downtime seems longer, so they stay longer).  Changes that a
-        failed commit could not save are saved with the next.
+        the downtime seems longer, so they stay longer).  A commit that
+        fails saves nothing: L{revert} the room, whose changes are lost.
+
+        @return: whether anything was written (something had changed).
+        @raise StateWriteError: if the file refused the commit.
+        @raise StateFileError: if the store is L{lost}.
         """
-        if self._unsaved is not None:
-            changes = self._unsaved.then(changes)
+        if self.lost is not None:
+            raise StateFileError(self.lost)
         if not (
             changes
             or checkpoint
             or changes.first != self._saved_first
             or changes.next_id != self._saved_next_id
         ):
-            return  # nothing changed: no transaction
+            return False  # nothing changed: no transaction
         connection = self._connection
         try:
             connection.execute("BEGIN")
@@ -292,17 +622,68 @@ class Store:
                 # Member numbers are never given out twice, crash or not.
                 connection.execute("UPDATE room SET next_id = ?", (changes.next_id,))
             connection.execute("COMMIT")
-        except BaseException:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            self._unsaved = changes
+        except BaseException as e:
+            _roll_back(connection)
+            # A full disk, an I/O error, a damaged file: not a bug.
+            if isinstance(e, sqlite3.OperationalError) or type(e) is sqlite3.DatabaseError:
+                raise StateWriteError(str(e)) from e
             raise
-        self._unsaved = None
         self._saved_first = changes.first
         self._saved_next_id = changes.next_id
+        return True
+
+    def watch(self):
+        """
+        Whether the file and its write-ahead log are still the ones opened,
+        at their names: L{None} if so, else what became of them (the store
+        is then L{lost}).  Two C{stat} calls: for a timer, not every commit.
+        """
+        if self.lost is None and self._files is not None:
+            for name, opened in zip((self.path, self.path + "-wal"), self._files):
+                try:
+                    identity = _identity(os.stat(name))
+                except FileNotFoundError:
+                    self.lost = f"{name} was deleted"
+                except OSError as e:
+                    self.lost = f"{name} cannot be found ({e.strerror})"
+                else:
+                    if identity != opened:
+                        self.lost = f"{name} was replaced by another file"
+                if self.lost is not None:
+                    break
+        return self.lost
 
     def close(self):
-        """Close the file; L{open} may open it again."""
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        """
+        Close the file, and release its lock; L{open} may open it again.
+
+        @return: whether the file at L{path} holds every commit: not if it
+            was deleted or replaced (a -wal that was is written back into
+            the file first, if that is still there).
+        """
+        connection, self._connection = self._connection, None
+        kept = True
+        if connection is not None:
+            if self.lost is not None:
+                kept = self._write_back(connection)
+            connection.close()
+        self._release()
+        return kept
+
+    def _write_back(self, connection):
+        # SQLite still holds the write-ahead log it opened, deleted or not:
+        # copy its commits into the file, if that is still at its name.
+        try:
+            if _identity_at(self.path) != self._files[0]:
+                return False
+            (busy, _, _) = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except (OSError, sqlite3.Error):
+            return False
+        return busy == 0
+
+    def _release(self):
+        if self._lock is not None:
+            # Only once SQLite has closed the file: closing any descriptor
+            # of it drops every POSIX lock this process holds on it.
+            os.close(self._lock)
+            self._lock = None

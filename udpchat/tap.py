@@ -309,10 +309,11 @@ class Options(usage.Options):
                 f"not {self['state-sync']!r}"
             )
         if self["state"] is not None:
-            # Read-only now; written only in startService, after the fork.
+            # Locked first, so that a file in use is not even read; read
+            # only now, written only in startService, after the fork.
             try:
-                store.check(self["state"])
                 self["state-lock"] = store.lock(self["state"])
+                store.check(self["state"])
             except store.StateFileError as e:
                 raise usage.UsageError(f"--state: {e}") from None
         if self["log-level"] not in LOG_LEVELS:
