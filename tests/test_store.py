@@ -2,18 +2,20 @@
 Tests for L{udpchat.store}: the room saved to SQLite and read back.
 """
 
+import errno
 import os
 import shutil
 import sqlite3
+import subprocess
 import tempfile
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from udpchat import store
 from udpchat.room import MemberState, Room
-from udpchat.store import StateFileError, Store, check, lock
+from udpchat.store import StateFileError, StateWriteError, Store, check, lock
 
 
 def state(room):
@@ -59,6 +61,52 @@ def read_back(path, now=0, **options):
         finally:
             reader.close()
     return room
+
+
+def files(directory):
+    """The regular files in C{directory}, by name, with their bytes."""
+    found = {}
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                found[name] = f.read()
+    return found
+
+
+def small_filesystem(testcase, size):
+    """
+    A directory on a tmpfs of its own, C{size} big (as mount(8) writes it:
+    C{"512k"}), unmounted when C{testcase} ends.  Skip the test, saying
+    why, where none can be had.
+    """
+    if os.geteuid() != 0:
+        raise SkipTest("needs root: it mounts a small tmpfs to fill up")
+    if shutil.which("mount") is None:
+        raise SkipTest("needs mount(8) to mount a small tmpfs to fill up")
+    directory = tempfile.mkdtemp()
+    testcase.addCleanup(os.rmdir, directory)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "udpchat-test", directory],
+        capture_output=True,
+    )
+    if mounted.returncode:
+        raise SkipTest(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    testcase.addCleanup(subprocess.run, ["umount", directory], check=True)
+    return directory
+
+
+def fill(directory):
+    """Fill the filesystem of C{directory} to the last block; return the filler's path."""
+    path = os.path.join(directory, "ballast")
+    with open(path, "wb", buffering=0) as ballast:
+        try:
+            while True:
+                ballast.write(bytes(4096))
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+    return path
 
 
 class StoreTestCase(SynchronousTestCase):
@@ -478,12 +526,14 @@ class CheckTests(StoreTestCase):
     """
 
     def assert_refused(self, path, message):
-        before = open(path, "rb").read() if os.path.isfile(path) else None
+        """C{check} refuses C{path} with C{message}, and leaves its directory as it was."""
+        directory = os.path.dirname(path.rstrip(os.sep)) or "."
+        before = files(directory) if os.path.isdir(directory) else None
         with self.assertRaises(StateFileError) as caught:
             check(path)
         self.assertIn(message, str(caught.exception))
         if before is not None:
-            self.assertEqual(open(path, "rb").read(), before)
+            self.assertEqual(files(directory), before)
 
     def test_missing_and_empty_files_are_new_rooms(self):
         """No file, or an empty one, is fine: a new room."""
@@ -548,6 +598,258 @@ class CheckTests(StoreTestCase):
         room = Room(track_state=True)
         self.open(room).close()
         check(self.path)
+
+
+class ValueTests(StoreTestCase):
+    """
+    Every value of a state file is checked when it is checked and when it is
+    loaded: a file holding what udpchat never writes is refused, in one
+    line, and left as it was.
+    """
+
+    def setUp(self):
+        super().setUp()
+        # Al (id 0) has "Bo has joined" and "Cy has joined" unread, Cy "Al:
+        # one" and "Al: two"; Bo has read everything.  Lines 1 to 4 are held.
+        room = Room(track_state=True)
+        saved = self.open(room)
+        for source, datagram in [
+            (self.A, b"1 Al"), (self.B, b"1 Bo"), (self.C, b"1 Cy"),
+            (self.A, b"2 one"), (self.A, b"2 two"), (self.B, b"5"),
+        ]:
+            room.receive(source, datagram, 10)
+        commit(saved, room, 10, checkpoint=True)
+        saved.close()
+
+    def refusals(self, change):
+        """
+        Make C{change} (SQL) to the file; return what check() and load()
+        say of it, and whether check() left the directory as it was.
+        """
+        connection = sqlite3.connect(self.path, isolation_level=None)
+        connection.executescript(change)
+        connection.close()
+        before = files(self.directory.name)
+        said = []
+        try:
+            check(self.path)
+        except StateFileError as e:
+            said.append(str(e))
+        untouched = files(self.directory.name) == before
+        reader = Store(self.path)
+        try:
+            reader.open()
+            reader.load(Room(track_state=True), 10)
+        except StateFileError as e:
+            said.append(str(e))
+        finally:
+            reader.close()
+        return said, untouched
+
+    maxDiff = None
+
+    def test_values_udpchat_never_writes_are_refused(self):
+        """Missing rows, wrong types, out-of-range numbers, broken references, extra columns and triggers are each refused."""
+        cases = [
+            ("DELETE FROM room", "0 rows in the table room"),
+            ("UPDATE room SET next_id = -5", "room singleton 0: next_id = -5"),
+            ("UPDATE room SET saved_at = 'yesterday'", "room singleton 0: saved_at = 'yesterday'"),
+            ("UPDATE members SET position = 'abc' WHERE id = 1", "members id 1: position = 'abc'"),
+            ("UPDATE members SET dropped = -1 WHERE id = 0", "members id 0: dropped = -1"),
+            ("UPDATE members SET last_seen = 'soon' WHERE id = 1", "members id 1: last_seen = 'soon'"),
+            ("UPDATE members SET host = 'localhost' WHERE id = 1", "members id 1: host = 'localhost'"),
+            ("UPDATE members SET port = 70000 WHERE id = 1", "members id 1: port = 70000"),
+            ("UPDATE members SET name = 'B,o' WHERE id = 1", "members id 1: name = 'B,o'"),
+            ("UPDATE members SET name = 'Al' WHERE id = 1", "two members named 'Al'"),
+            ("UPDATE members SET host = '192.0.2.1', port = 1 WHERE id = 1", "two members at 192.0.2.1 port 1"),
+            ("UPDATE members SET id = 7 WHERE id = 2", "members id 7, not below room next_id = 3"),
+            ("UPDATE members SET position = 99 WHERE id = 2", "members id 2: position = 99, beyond the lines held (1 to 4)"),
+            ("UPDATE lines SET author = 5 WHERE author = 0", "lines sequence 3: author = 5, not below room next_id = 3"),
+            ("UPDATE lines SET line = x'ff00' WHERE sequence = 3", "lines sequence 3: line = b'\\xff\\x00'"),
+            ("UPDATE lines SET line = 'text' WHERE sequence = 3", "lines sequence 3: line = 'text'"),
+            ("DELETE FROM lines WHERE sequence = 2", "no lines sequence 2, yet a line 3"),
+            ("ALTER TABLE members ADD COLUMN extra", "the columns members(id, host, port, name, position, dropped, last_seen, extra)"),
+            ("CREATE TRIGGER t AFTER INSERT ON lines BEGIN SELECT 1; END", "the trigger t"),
+            ("CREATE TABLE more (x)", "the table more"),
+        ]
+        good = open(self.path, "rb").read()
+        said = {}
+        for change, message in cases:
+            with open(self.path, "wb") as f:
+                f.write(good)
+            refusals, untouched = self.refusals(change)
+            said[change] = (refusals, untouched)
+        self.assertEqual(
+            said,
+            {
+                change: ([f"{self.path} holds what udpchat never writes: {message}"] * 2, True)
+                for change, message in cases
+            },
+        )
+
+
+class JournalTests(StoreTestCase):
+    """
+    A state file with its write-ahead log beside it (as a crash leaves it)
+    is checked from a copy: nothing is created beside it, refused or not.
+    """
+
+    def crashed(self, change=None):
+        """
+        Copy the file and its -wal, as they stand while a store holds a room
+        in them (and after another connection made C{change}), to
+        C{crash.db} and C{crash.db-wal}; return the copy's path.
+        """
+        room = Room(track_state=True)
+        saved = self.open(room)
+        for source, datagram in [(self.A, b"1 Al"), (self.B, b"1 Bo"), (self.A, b"2 one")]:
+            room.receive(source, datagram, 0)
+        commit(saved, room)
+        if change is not None:
+            other = sqlite3.connect(self.path, isolation_level=None)
+            self.addCleanup(other.close)
+            other.executescript(change)
+        copy = os.path.join(self.directory.name, "crash.db")
+        shutil.copyfile(self.path, copy)
+        shutil.copyfile(self.path + "-wal", copy + "-wal")
+        return copy
+
+    def crash_files(self):
+        return {name: data for name, data in files(self.directory.name).items() if name.startswith("crash")}
+
+    def test_file_with_its_journal_is_checked_without_a_trace(self):
+        """A good file and its -wal pass the check, and get no -shm."""
+        copy = self.crashed()
+        before = self.crash_files()
+        check(copy)
+        self.assertEqual(
+            (sorted(before), self.crash_files() == before, read_back(copy).members()),
+            (["crash.db", "crash.db-wal"], True, [(self.A, "Al"), (self.B, "Bo")]),
+        )
+
+    def test_refused_file_with_its_journal_gets_no_shm(self):
+        """A bad value in the -wal is refused, and the file and its -wal stay as they were, with no -shm."""
+        copy = self.crashed("UPDATE members SET dropped = -1 WHERE id = 1")
+        before = self.crash_files()
+        with self.assertRaises(StateFileError) as caught:
+            check(copy)
+        self.assertEqual(
+            (str(caught.exception), self.crash_files() == before),
+            (f"{copy} holds what udpchat never writes: members id 1: dropped = -1", True),
+        )
+
+    def test_empty_file_beside_a_journal_is_refused(self):
+        """A 0-byte file with a -wal that is not empty is refused by check and open, both left as they were."""
+        copy = self.crashed()
+        open(copy, "wb").close()
+        before = self.crash_files()
+        refusals = []
+        for attempt in (check, lambda path: Store(path).open()):
+            with self.assertRaises(StateFileError) as caught:
+                attempt(copy)
+            refusals.append(str(caught.exception))
+        wal_bytes = len(before["crash.db-wal"])
+        self.assertEqual(
+            (refusals, self.crash_files() == before),
+            (
+                [
+                    f"{copy} is empty but {copy}-wal holds {wal_bytes} bytes of its commits: "
+                    f"put {copy} back, or remove {copy}-wal to start a new room"
+                ] * 2,
+                True,
+            ),
+        )
+
+
+class WatchTests(StoreTestCase):
+    """
+    L{Store.watch} notices a file or write-ahead log deleted or replaced
+    under an open store, which then commits no more.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.room = Room(track_state=True)
+        self.saved = Store(self.path)
+        self.saved.open()
+        self.addCleanup(self.saved.close)
+        self.saved.load(self.room, 0)
+        for source, datagram in [(self.A, b"1 Al"), (self.B, b"1 Bo"), (self.A, b"2 one")]:
+            self.room.receive(source, datagram, 0)
+        commit(self.saved, self.room)
+
+    def after(self, reason):
+        """What the store says, commits and keeps once C{reason} (a sentence) happened."""
+        said = self.saved.watch()
+        self.room.receive(self.A, b"2 two", 0)
+        with self.assertRaises(StateFileError) as caught:
+            commit(self.saved, self.room)
+        return (said, str(caught.exception), self.saved.close()) == (reason, reason, reason.endswith("-wal was deleted"))
+
+    def test_files_in_place(self):
+        """While nothing happened to the files, there is nothing to say."""
+        self.assertIsNone(self.saved.watch())
+
+    def test_deleted_file(self):
+        """A deleted file is noticed; nothing is kept at its name."""
+        os.unlink(self.path)
+        self.assertTrue(self.after(f"{self.path} was deleted"))
+
+    def test_replaced_file(self):
+        """A file put in place of the store's is noticed, and left as it is."""
+        other = os.path.join(self.directory.name, "other")
+        with open(other, "wb") as f:
+            f.write(b"somebody else's")
+        os.replace(other, self.path)
+        self.assertTrue(self.after(f"{self.path} was replaced by another file"))
+        self.assertEqual(open(self.path, "rb").read(), b"somebody else's")
+
+    def test_deleted_journal_is_written_back(self):
+        """A deleted -wal is noticed; closing writes its commits back into the file."""
+        os.unlink(self.path + "-wal")
+        self.assertTrue(self.after(f"{self.path}-wal was deleted"))
+        self.assertEqual(
+            state(read_back(self.path)),
+            ([(self.A, "Al"), (self.B, "Bo")], {self.A: [b"Bo has joined"], self.B: [b"Al: one"]}, 2),
+        )
+
+
+class FullDiskTests(StoreTestCase):
+    """
+    A commit on a full filesystem (a real one: a small tmpfs, as root).
+    """
+
+    def test_full_disk_is_a_write_error_that_saves_nothing(self):
+        """The commit fails with SQLite's own words, saves nothing, and the room reverts; once space is back, commits work."""
+        directory = small_filesystem(self, "256k")
+        path = os.path.join(directory, "room.db")
+        room = Room(track_state=True)
+        saved = Store(path)
+        saved.open()
+        self.addCleanup(saved.close)
+        saved.load(room, 0)
+        room.receive(self.A, b"1 Al", 0)
+        room.receive(self.B, b"1 Bo", 0)
+        commit(saved, room)
+        ballast = fill(directory)
+        # Lines of a page and more each: more than the last block's slack.
+        for i in range(4):
+            room.receive(self.A, b"2 " + b"%d" % i * 1000, 0)
+        with self.assertRaises(StateWriteError) as caught:
+            commit(saved, room)
+        saved.revert(room)
+        reverted = state(room)
+        os.unlink(ballast)
+        room.receive(self.A, b"2 back", 0)
+        commit(saved, room)
+        self.assertEqual(
+            (str(caught.exception), reverted, room.receive(self.B, b"5", 0)),
+            (
+                "database or disk is full",
+                ([(self.A, "Al"), (self.B, "Bo")], {self.A: [b"Bo has joined"], self.B: []}, 1),
+                b"Al: back",
+            ),
+        )
 
 
 class LockTests(StoreTestCase):
