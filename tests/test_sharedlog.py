@@ -16,9 +16,18 @@ def opened(log, *ids):
     return [log.open(id) for id in ids]
 
 
+def look(log, cursor, max_bytes):
+    """
+    L{SharedLog.look}, with the text it shows as a list of lines (the
+    separator never occurs in a line).
+    """
+    text, position = log.look(cursor, max_bytes)
+    return (bytes(text).split(b"\n") if text else []), position
+
+
 def read(log, cursor, max_bytes):
     """Look at the lines for C{cursor} and take them, as the room does."""
-    lines, position = log.look(cursor, max_bytes)
+    lines, position = look(log, cursor, max_bytes)
     log.advance(cursor, position)
     return lines
 
@@ -74,7 +83,7 @@ class SharedLogTests(SynchronousTestCase):
             log.append(line, other)
         before = whole(log, reader, other)
         self.assertEqual(
-            (log.look(reader, 100), whole(log, reader, other)),
+            (look(log, reader, 100), whole(log, reader, other)),
             (([b"a", b"b"], 2), before),
         )
 
@@ -84,7 +93,7 @@ class SharedLogTests(SynchronousTestCase):
         reader, other = opened(log, 1, 2)
         for line in (b"aaaa", b"mine", b"bbbb", b"cc"):
             log.append(line, reader if line == b"mine" else other)
-        looks = [log.look(reader, 9) for _ in range(3)]
+        looks = [look(log, reader, 9) for _ in range(3)]
         self.assertEqual(looks, [([b"aaaa", b"bbbb"], 3)] * 3)
 
     def test_advance_takes_what_look_showed_not_what_came_since(self):
@@ -92,7 +101,7 @@ class SharedLogTests(SynchronousTestCase):
         log = SharedLog()
         [reader] = opened(log, 1)
         log.append(b"a")
-        lines, position = log.look(reader, 100)
+        lines, position = look(log, reader, 100)
         log.append(b"b")
         log.advance(reader, position)
         self.assertEqual(
@@ -159,7 +168,7 @@ class SharedLogTests(SynchronousTestCase):
         log = SharedLog()
         [reader] = opened(log, 1)
         log.append(b"toolong")
-        self.assertEqual(log.look(reader, 6), ([], 0))
+        self.assertEqual(look(log, reader, 6), ([], 0))
 
     def test_line_is_held_until_every_reader_passes_it(self):
         """With two readers, a line goes only when both have read it."""
@@ -450,7 +459,7 @@ class SharedLogTests(SynchronousTestCase):
                             taken.append(text)
                         index += 1
                     # Looking moves nothing: a second look shows the same.
-                    self.assertEqual([log.look(cursor, limit) for _ in range(2)], [(taken, index)] * 2)
+                    self.assertEqual([look(log, cursor, limit) for _ in range(2)], [(taken, index)] * 2)
                     if op == "read":
                         log.advance(cursor, index)
                         indexes[id] = index
