@@ -459,7 +459,10 @@ class SharedLogTests(SynchronousTestCase):
                             taken.append(text)
                         index += 1
                     # Looking moves nothing: a second look shows the same.
-                    self.assertEqual([look(log, cursor, limit) for _ in range(2)], [(taken, index)] * 2)
+                    self.assertEqual(
+                        [log.look(cursor, limit) for _ in range(2)],
+                        [(b"\n".join(taken), index)] * 2,
+                    )
                     if op == "read":
                         log.advance(cursor, index)
                         indexes[id] = index
