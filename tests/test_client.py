@@ -14,7 +14,6 @@ which modules the command loads.
 import ast
 import errno
 import io
-import os
 import signal
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from tests.harness import (
     DEADLINE,
     Member,
     ProcessTestCase,
+    environment,
     free_port,
     lines_until,
     run_isolated,
@@ -1048,7 +1048,7 @@ class CommandLineTests(CommandTestCase):
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
-                    env=dict(os.environ, CI="true"),
+                    env=environment(CI="true"),
                 )
                 self.addCleanup(reap, process)
             outcomes = {}

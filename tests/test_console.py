@@ -36,6 +36,7 @@ from tests.harness import (
     DEADLINE,
     OutputReader,
     ProcessTestCase,
+    environment,
     lines_until,
     wait_for,
 )
@@ -169,7 +170,7 @@ class TerminalClient:
             stdin=self.slave,
             stdout=self.slave,
             stderr=subprocess.PIPE,
-            env={**os.environ, "TERM": "xterm", "NO_COLOR": "", **(env or {})},
+            env=environment(**{"TERM": "xterm", "NO_COLOR": "", **(env or {})}),
         )
         self.stderr = OutputReader(self.process.stderr)
         self.screen = Screen(rows, columns)
