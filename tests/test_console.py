@@ -46,6 +46,7 @@ from udpchat.session import NO_REPLY
 from udpchat.terminal import visible
 
 NO_REPLY_WARNING = "no reply from 127.0.0.1 port 12345 within 2 s (is the server running?)"
+NOT_IN_GROUP = "not sent: you are not in the group (/join joins it)"
 FORGOTTEN = "the server has forgotten you (restarted? idle too long?): /join to join again"
 UP = "\x1b[A"
 DOWN = "\x1b[B"
@@ -957,8 +958,8 @@ class ChatSessionTests(ChatSessionTestCase):
         self.assertEqual(
             self.screen.said[len(console.HELP.splitlines()) :],
             [
-                ("not sent: you are not in the group (/join joins it)", console.PROBLEM),
-                ("not sent: you are not in the group (/join joins it)", console.PROBLEM),
+                (NOT_IN_GROUP, console.PROBLEM),
+                (NOT_IN_GROUP, console.PROBLEM),
                 ("the server refused the name 'Bo': it is taken, or not allowed", console.PROBLEM),
                 ("Type another name, or /quit", console.EVENT),
                 ("(empty reply)", console.EVENT),
@@ -994,7 +995,7 @@ class ChatSessionTests(ChatSessionTestCase):
         self.assertEqual(
             self.screen.said,
             [
-                ("not sent: you are not in the group (/join joins it)", console.PROBLEM),
+                (NOT_IN_GROUP, console.PROBLEM),
                 ("In the group: Bo", console.EVENT),
                 ("Alice: hello again", console.PLAIN),
             ],
@@ -1019,7 +1020,7 @@ class ChatSessionTests(ChatSessionTestCase):
             self.screen.said[1:],
             [
                 (FORGOTTEN, console.PROBLEM),
-                ("not sent: you are not in the group (/join joins it)", console.PROBLEM),
+                (NOT_IN_GROUP, console.PROBLEM),
                 ("In the group: Bo", console.EVENT),
                 ("you are in the group already, as 'Al'", console.PROBLEM),
                 ("you are in the group already, as 'Al'", console.PROBLEM),
@@ -1292,7 +1293,7 @@ class ChatSessionTests(ChatSessionTestCase):
         self.assertEqual(self.sent(), [b"1 Alice", b"4"])
         self.assertEqual(
             self.screen.said[-1],
-            ("not sent: you are not in the group (/join joins it)", console.PROBLEM),
+            (NOT_IN_GROUP, console.PROBLEM),
         )
 
     def test_hostile_server_lines_reach_the_screen_decoded(self):
