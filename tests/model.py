@@ -89,6 +89,8 @@ class ModelRoom:
         if name is not None:
             del self.last_seen[source]
             self.last_seen[source] = now
+        if datagram == ILLEGAL:
+            return None  # a server's reply: never answered
         try:
             request = parse_request(datagram)
         except IllegalMessage:

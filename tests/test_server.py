@@ -295,7 +295,7 @@ class ChatServerProtocolLoggingTests(ProtocolTestMixin, SynchronousTestCase):
             [
                 {
                     "log_level": LogLevel.info,
-                    "log_format": "{name!r} joined from {source}",
+                    "log_format": "{quoted_name} joined from {source}",
                     "log_namespace": PROTOCOL_NAMESPACE,
                     "log_source": proto,
                     "name": "Al",
@@ -317,7 +317,7 @@ class ChatServerProtocolLoggingTests(ProtocolTestMixin, SynchronousTestCase):
             [
                 {
                     "log_level": LogLevel.info,
-                    "log_format": "{old!r} at {source} renamed to {new!r}",
+                    "log_format": "{quoted_old} at {source} renamed to {quoted_new}",
                     "log_namespace": PROTOCOL_NAMESPACE,
                     "log_source": proto,
                     "old": "Al",
@@ -340,7 +340,7 @@ class ChatServerProtocolLoggingTests(ProtocolTestMixin, SynchronousTestCase):
             [
                 {
                     "log_level": LogLevel.info,
-                    "log_format": "{name!r} at {source} left",
+                    "log_format": "{quoted_name} at {source} left",
                     "log_namespace": PROTOCOL_NAMESPACE,
                     "log_source": proto,
                     "name": "Al",
@@ -365,10 +365,10 @@ class ChatServerProtocolLoggingTests(ProtocolTestMixin, SynchronousTestCase):
             (
                 [],
                 [
-                    {"log_format": "{name!r} joined from {source}", "name": "Al", "old": None, "new": None},
-                    {"log_format": "{name!r} joined from {source}", "name": "Bo", "old": None, "new": None},
-                    {"log_format": "{old!r} at {source} renamed to {new!r}", "name": None, "old": "Al", "new": "Cy"},
-                    {"log_format": "{name!r} at {source} left", "name": "Bo", "old": None, "new": None},
+                    {"log_format": "{quoted_name} joined from {source}", "name": "Al", "old": None, "new": None},
+                    {"log_format": "{quoted_name} joined from {source}", "name": "Bo", "old": None, "new": None},
+                    {"log_format": "{quoted_old} at {source} renamed to {quoted_new}", "name": None, "old": "Al", "new": "Cy"},
+                    {"log_format": "{quoted_name} at {source} left", "name": "Bo", "old": None, "new": None},
                 ],
             ),
         )
@@ -785,7 +785,7 @@ class ProtocolLimitsTests(SynchronousTestCase):
         proto.datagramReceived(b"1 Bo", ("192.0.2.2", 5))
         self.clock.advance(0)
         with capturedLogs() as events:
-            self.clock.advance(29)
+            self.clock.pump([1] * 29)  # the sweep runs each second
             proto.datagramReceived(b"5", ("192.0.2.2", 5))
             for _ in range(2):
                 self.clock.advance(1)
@@ -901,6 +901,9 @@ class FaultIsolationTests(SynchronousTestCase):
                 proto.datagramReceived(datagram, address)
                 source = canonical_address(address)
                 if cannot_be_a_peer(source):
+                    self.assertEqual(len(proto.transport.written), written)
+                elif datagram == ILLEGAL:  # a server's reply: not answered
+                    self.assertIsNone(model.receive(source, datagram))
                     self.assertEqual(len(proto.transport.written), written)
                 else:
                     reply, to = proto.transport.written[-1]
@@ -1034,9 +1037,9 @@ class StoreProtocolTests(ProtocolTestMixin, SynchronousTestCase):
         proto = self.connect_stored(idle_timeout=100, now=1000)
         start_timers(self, proto, self.clock)
         proto.datagramReceived(b"1 Al", AL)
-        self.clock.advance(30)
+        self.clock.pump([1] * 30)  # the sweep runs each second
         proto.datagramReceived(b"5", AL)  # nothing new: only its timer changes
-        self.clock.advance(29)
+        self.clock.pump([1] * 29)
         before = read_back(self.path, now=1059).take_changes(everyone=True).members
         self.clock.advance(1)  # t=1060: the checkpoint
         after = read_back(self.path, now=1060).take_changes(everyone=True).members

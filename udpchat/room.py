@@ -237,7 +237,9 @@ class Room:
 
         @return: the reply datagram for C{source}; L{wire.ILLEGAL} for a
             request the protocol refuses, which changes nothing (but shows
-            that a member is still there).
+            that a member is still there); L{None} for a datagram that gets
+            no reply, since only a server sends it: exactly
+            L{wire.ILLEGAL}.
         """
         if now >= self._next_expiry:
             self.expire(now)
@@ -251,7 +253,21 @@ class Room:
                 raise IllegalMessage(wire.NOT_A_MEMBER)
             return self._handlers[type(request)](source, member, request, now)
         except IllegalMessage:
+            if datagram == ILLEGAL:
+                # Only a server sends that, as its reply: answering it
+                # could start an endless exchange between two servers (or
+                # one and itself) from one forged datagram.
+                return None
             return ILLEGAL
+
+    def discount(self, seconds):
+        """
+        Let C{seconds} (negative after the clock stepped back) not count
+        toward anyone's idle timeout: the server did not run.
+        """
+        for member in self._members.values():
+            member.last_seen += seconds
+        self._next_expiry += seconds
 
     def expire(self, now):
         """

@@ -18,6 +18,7 @@ import errno
 import ipaddress
 import socket
 import sqlite3
+import unicodedata
 from collections import Counter
 
 from twisted.application.internet import TimerService
@@ -35,6 +36,7 @@ from twisted.logger import (
     globalLogPublisher,
 )
 
+from udpchat.limits import TokenBuckets
 from udpchat.room import Expired, Joined, Left, Renamed
 from udpchat.store import StateFileError, StateWriteError
 from udpchat.wire import ILLEGAL, MAX_DATAGRAM_BYTES
@@ -48,13 +50,33 @@ EXPIRY_INTERVAL = 1.0
 CHECKPOINT_INTERVAL = 60.0
 """Seconds between two saves of every member's idle timer, with a store."""
 
+STALL = 3 * EXPIRY_INTERVAL
+"""
+Seconds between two sweeps beyond which the server did not run (it was
+stopped, its machine paused, its clock stepped): idle timers stop for what
+exceeds one interval, as they do while the server is down.
+"""
+
+EVENT_LOG_RATE = 1.0
+EVENT_LOG_BURST = 60
+"""
+Membership events logged one per line: 60 at once, then one a second;
+beyond that they are counted in the summary, so that legal churn cannot
+flood the log.
+"""
+
 WATCH_INTERVAL = 1.0
 """Seconds between two looks at whether the state file is still there."""
 
 ILLEGAL_REQUEST = "illegal"
+UNANSWERED = "unanswered"
 UNSENT = "unsent"
 FAULT = "fault"
+_EVENT_NAMES = {Joined: "join", Renamed: "rename", Left: "leave", Expired: "removal"}
+UNLOGGED = {kind: f"unlogged {name}" for kind, name in _EVENT_NAMES.items()}
 """Keys of L{ChatServerProtocol.counts} beside the limiter's drop reasons."""
+
+_NOT_DROPS = frozenset((ILLEGAL_REQUEST, UNANSWERED, UNSENT, FAULT, *UNLOGGED.values()))
 
 
 # What a read of a non-blocking, unconnected socket may end with but data:
@@ -98,28 +120,61 @@ def filtered_logger(namespace, source, level):
     )
 
 
-def log_changes(log, changes, idle_timeout):
-    """Log the membership events of C{changes} (a L{Changes}) at info."""
-    for change in changes.events:
-        source = format_address(change.source)
-        if isinstance(change, Joined):
-            log.info("{name!r} joined from {source}", name=change.name, source=source)
-        elif isinstance(change, Renamed):
-            log.info(
-                "{old!r} at {source} renamed to {new!r}",
-                old=change.old,
-                new=change.new,
-                source=source,
-            )
-        elif isinstance(change, Left):
-            log.info("{name!r} at {source} left", name=change.name, source=source)
-        elif isinstance(change, Expired):
-            log.info(
-                "{name!r} at {source} removed after {seconds:g} seconds of silence",
-                name=change.name,
-                source=source,
-                seconds=idle_timeout,
-            )
+def loggable(name):
+    """
+    C{name} quoted for the log, compactly: ordinary text, non-ASCII too, as
+    it is; control, format and separator characters (which would hide,
+    break or reorder the line), a backslash and a quote as escapes.
+    """
+    if name.isprintable() and "\\" not in name and "'" not in name:
+        return f"'{name}'"
+    return "'" + "".join(map(_loggable_char, name)) + "'"
+
+
+def _loggable_char(char):
+    if char in "\\'":
+        return "\\" + char
+    if char.isprintable() or unicodedata.category(char) not in _UNLOGGABLE_CATEGORIES:
+        return char  # private use, unassigned: shown as they are
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+# What isprintable() refuses that would change how the line reads.
+_UNLOGGABLE_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Zl", "Zp", "Zs"))
+
+
+def log_change(log, change, idle_timeout):
+    """
+    Log one membership event (a L{Joined}, L{Renamed}...) at info: names as
+    they are in the event's fields, quoted by L{loggable} in its text.
+    """
+    source = format_address(change.source)
+    if isinstance(change, Renamed):
+        log.info(
+            "{quoted_old} at {source} renamed to {quoted_new}",
+            old=change.old,
+            new=change.new,
+            quoted_old=loggable(change.old),
+            quoted_new=loggable(change.new),
+            source=source,
+        )
+        return
+    if isinstance(change, Joined):
+        text = "{quoted_name} joined from {source}"
+    elif isinstance(change, Left):
+        text = "{quoted_name} at {source} left"
+    else:
+        text = "{quoted_name} at {source} removed after {seconds:g} seconds of silence"
+    log.info(
+        text,
+        name=change.name,
+        quoted_name=loggable(change.name),
+        source=source,
+        seconds=idle_timeout,
+    )
 
 
 class HeldReplies:
@@ -206,6 +261,9 @@ class ChatServerProtocol(DatagramProtocol):
         self.log = filtered_logger(f"{__name__}.{type(self).__name__}", self, log_level)
         self._summarised = Counter()
         self._summarised_at = clock.seconds()
+        self._event_lines = TokenBuckets(EVENT_LOG_RATE, EVENT_LOG_BURST, max_keys=1)
+        self._now = clock.seconds()  # the time of the batch under way
+        self._swept_at = None  # when the idle sweep last ran, if it runs
 
     def startProtocol(self):
         # A reply goes back to the address the port gave (an IP literal),
@@ -226,10 +284,25 @@ class ChatServerProtocol(DatagramProtocol):
 
     def datagramReceived(self, datagram, address):
         """
-        Handle a datagram from C{address}, as any transport delivers it
-        (L{BatchingPort} calls L{request} itself).
+        Handle a datagram from C{address}, as any transport delivers it: a
+        batch of its own (L{BatchingPort} calls L{begin_batch} once per read
+        of the socket, and L{request} for each datagram).
         """
+        self.begin_batch()
         self.request(datagram, canonical_address(address[:2]), address)
+
+    def begin_batch(self):
+        """
+        Read the clock for the datagrams about to be handled: they arrived
+        together.  If the server stalled since the last sweep, that time is
+        discounted first, so that datagrams waiting in the socket are
+        credited before anyone expires.
+        """
+        now = self._seconds()
+        swept = self._swept_at
+        if swept is not None and not 0.0 <= now - swept <= STALL:
+            self._discount(now)
+        self._now = now
 
     def request(self, datagram, source, reply_to):
         """
@@ -240,7 +313,7 @@ class ChatServerProtocol(DatagramProtocol):
         # The path of every datagram, kept flat: at 100,000 requests a
         # second each call on it costs a few per cent.
         try:
-            now = self._seconds()
+            now = self._now
             admission = None
             if self._admit is not None:
                 admission = self._admit(source, now)
@@ -256,6 +329,9 @@ class ChatServerProtocol(DatagramProtocol):
             reply = self._receive(source, datagram, now)
             if reply is ILLEGAL:
                 self.counts[ILLEGAL_REQUEST] += 1
+            elif reply is None:
+                self.counts[UNANSWERED] += 1
+                return
             if self._held is None:
                 # _send(), inlined.
                 try:
@@ -299,7 +375,17 @@ class ChatServerProtocol(DatagramProtocol):
         if self._held is not None and not self._commit(changes, checkpoint):
             return  # undone: none of it happened
         if changes.events:
-            log_changes(self.log, changes, room.idle_timeout)
+            self._log_events(changes.events)
+
+    def _log_events(self, events):
+        # One line per event while the budget lasts; counted beyond it.
+        now = self._clock.seconds()
+        take = self._event_lines.take
+        for event in events:
+            if take(None, 1, now) is None:
+                log_change(self.log, event, self.room.idle_timeout)
+            else:
+                self.counts[UNLOGGED[type(event)]] += 1
 
     def _commit(self, changes, checkpoint):
         # Commit and answer; or, if the store fails, undo what the batch
@@ -340,12 +426,38 @@ class ChatServerProtocol(DatagramProtocol):
             self._fault(None)  # the store is lost too
 
     def sweep(self):
-        """Remove the members silent for too long, when nothing arrives."""
+        """
+        Remove the members silent for too long, when nothing arrives; run
+        every L{EXPIRY_INTERVAL}, it is also how the protocol sees stalls.
+        """
         try:
-            self.room.expire(self._clock.seconds())
+            now = self._seconds()
+            swept = self._swept_at
+            if swept is not None and not 0.0 <= now - swept <= STALL:
+                self._discount(now)
+            self._swept_at = now
+            self.room.expire(now)
             self.flush()
         except Exception:
             self._fault(None)
+
+    def _discount(self, now):
+        # The sweep did not run for longer than it should have: the
+        # process was stopped or its machine paused (and no datagram could
+        # be read), or the clock stepped, forward or back.  Idle timers
+        # stop for that time, but for one interval's worth.
+        gap = now - self._swept_at
+        lost = gap - EXPIRY_INTERVAL if gap > 0 else gap
+        self._swept_at = now
+        self.room.discount(lost)
+        if self._event_lines.take(None, 1, now) is None:
+            self.log.warn(
+                "{gap:.1f} seconds between two sweeps for idle members (the server "
+                "was stopped or its clock stepped): {lost:.1f} seconds of them do not "
+                "count toward the idle timeout",
+                gap=gap,
+                lost=lost,
+            )
 
     def checkpoint(self):
         """Save every member's idle timer, with a store."""
@@ -380,13 +492,28 @@ class ChatServerProtocol(DatagramProtocol):
         parts = []
         if counts[ILLEGAL_REQUEST]:
             parts.append(_counted(counts[ILLEGAL_REQUEST], "illegal request") + " refused")
+        unlogged = {
+            name: counts[UNLOGGED[kind]]
+            for kind, name in _EVENT_NAMES.items()
+            if counts[UNLOGGED[kind]]
+        }
+        if unlogged:
+            parts.append(
+                ", ".join(_counted(count, name) for name, count in unlogged.items())
+                + " not logged one by one"
+            )
         dropped = {
             reason: count
             for reason, count in counts.items()
-            if reason not in (ILLEGAL_REQUEST, UNSENT, FAULT)
+            if reason not in _NOT_DROPS
         }
         for reason, count in sorted(dropped.items()):
             parts.append(f"{_counted(count, 'datagram')} dropped {reason}")
+        if counts[UNANSWERED]:
+            parts.append(
+                _counted(counts[UNANSWERED], "datagram")
+                + " like a server's reply not answered"
+            )
         if counts[UNSENT]:
             parts.append(_counted(counts[UNSENT], "reply") + " not sent")
         if counts[FAULT]:
@@ -399,6 +526,8 @@ class ChatServerProtocol(DatagramProtocol):
             dropped=dropped,
             unsent=counts[UNSENT],
             faults=counts[FAULT],
+            unanswered=counts[UNANSWERED],
+            unlogged=unlogged,
         )
 
 
@@ -479,6 +608,7 @@ class BatchingPort(udp.Port):
 
     def doRead(self):
         # Read until the socket is empty, then end the batch.
+        self.protocol.begin_batch()
         try:
             self._read()
         finally:
