@@ -26,12 +26,14 @@ from udpchat import limits
 from udpchat.room import Changes, MemberState, Renamed, Room
 from udpchat.server import (
     CHECKPOINT_INTERVAL,
+    EVENT_LOG_BURST,
     EXPIRY_INTERVAL,
     SUMMARY_INTERVAL,
     ChatServerProtocol,
     ChatService,
     canonical_address,
     format_address,
+    loggable,
     periodic_services,
 )
 from udpchat.store import Store
@@ -1233,3 +1235,219 @@ class ChatServiceTests(TestCase):
             [{"log_level": LogLevel.info, "illegal": 1}],
         )
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class ReplyLoopTests(ProtocolTestMixin, SynchronousTestCase):
+    """
+    A datagram that is exactly a server's C{Illegal message} gets no reply
+    (issue 11, finding 5): one forged datagram cannot start an exchange
+    between two servers, or between a server and itself.
+    """
+
+    def test_illegal_message_is_not_answered(self):
+        """From a member or a stranger, C{Illegal message} gets no reply, and is counted."""
+        proto = self.connect()
+        proto.datagramReceived(b"1 Al", AL)
+        proto.datagramReceived(ILLEGAL, AL)
+        proto.datagramReceived(ILLEGAL, BO)
+        self.assertEqual(
+            (self.transport.written, proto.counts["unanswered"]), ([(b"", AL)], 2)
+        )
+
+    def test_every_other_request_keeps_its_reply(self):
+        """An empty datagram, and anything but exactly C{Illegal message}, is still refused aloud."""
+        proto = self.connect()
+        for datagram in (b"", ILLEGAL + b"\n", ILLEGAL[:-1], b"illegal message", b" " + ILLEGAL):
+            proto.datagramReceived(datagram, AL)
+        self.assertEqual([reply for reply, _ in self.transport.written], [ILLEGAL] * 5)
+
+    def test_two_servers_stop_at_once(self):
+        """
+        Two servers wired to each other, one forged datagram from either:
+        the exchange ends after two datagrams, exempt sources too.
+        """
+        one, two = self.connect(), self.connect()
+        one_address, two_address = ("127.0.0.1", 1), ("127.0.0.1", 2)
+        for forged in (b"", b"junk", b"5", b"Al, Bo"):
+            traffic = [(two, forged, one_address)]  # as if "one" had sent it
+            sent = 0
+            while traffic and sent < 100:
+                receiver, datagram, sender = traffic.pop(0)
+                receiver.transport.written.clear()
+                receiver.datagramReceived(datagram, sender)
+                for reply, _ in receiver.transport.written:
+                    sent += 1
+                    other = one if receiver is two else two
+                    here = two_address if receiver is two else one_address
+                    traffic.append((other, reply, here))
+            self.assertLessEqual(sent, 2, forged)
+
+    def test_summary_counts_them(self):
+        """The summary line says how many such datagrams went unanswered."""
+        proto = self.connect()
+        with capturedLogs() as events:
+            proto.datagramReceived(ILLEGAL, AL)
+            proto.log_summary()
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            ["in the last 0 seconds: 1 datagram like a server's reply not answered"],
+        )
+
+
+class EventLogBoundTests(ProtocolTestMixin, SynchronousTestCase):
+    """
+    Membership events are logged one per line up to a budget, and counted
+    beyond it (issue 11, finding 6); names are quoted compactly.
+    """
+
+    def test_names_are_quoted_compactly(self):
+        """Ordinary text is written as itself, non-ASCII and private use too; what hides or breaks a line is escaped."""
+        self.assertEqual(
+            [
+                loggable(name)
+                for name in (
+                    "Al",
+                    "Zoë 李",
+                    "\U000f0000" * 3,
+                    "a\x1bb",
+                    "r\u202eo",
+                    "x\u00a0y",
+                    "o'k\\",
+                    "line\u2028break",
+                )
+            ],
+            [
+                "'Al'",
+                "'Zoë 李'",
+                "'" + "\U000f0000" * 3 + "'",
+                "'a\\x1bb'",
+                "'r\\u202eo'",
+                "'x\\xa0y'",
+                "'o\\'k\\\\'",
+                "'line\\u2028break'",
+            ],
+        )
+
+    def churn(self, proto, seconds, per_second):
+        """
+        Rename back and forth between two longest names (escaped at their
+        widest in the log) from many addresses, for C{seconds}.
+        """
+        # U+3000 (a space other than " ") is escaped as six bytes.
+        sources = [(f"2001:db8:{i:x}:ffff:ffff:ffff:ffff:ffff", 65535) for i in range(per_second)]
+        for i, source in enumerate(sources):
+            proto.datagramReceived(f"1 {i}".encode(), source)
+        for second in range(seconds):
+            for i, source in enumerate(sources):
+                name = f"{i:02d}" + "\u3000" * 29 + "ab"[second % 2]
+                proto.datagramReceived(f"3 {name}".encode(), source)
+            self.clock.advance(1)
+
+    def test_churn_is_summarised_beyond_the_budget(self):
+        """A burst of joins logs EVENT_LOG_BURST lines and counts the rest in the summary."""
+        proto = self.connect()
+        with capturedLogs() as events:
+            for i in range(EVENT_LOG_BURST + 40):
+                proto.datagramReceived(f"1 m{i}".encode(), ("127.0.0.1", 5000 + i))
+            self.clock.advance(0)
+            proto.log_summary()
+        texts = [formatEvent(e) for e in events]
+        self.assertEqual(
+            (len(texts), texts[-1]),
+            (EVENT_LOG_BURST + 1, "in the last 0 seconds: 40 joins not logged one by one"),
+        )
+
+    def test_worst_case_log_bytes_per_minute(self):
+        """
+        Under the widest legal churn, at the default level, the log grows by
+        at most what the README states: 64 KiB in the first minute, 32 KiB
+        in each one after.
+        """
+        proto = self.connect()
+        prefix = "2026-11-26T09:12:30+0000 [udpchat.server.ChatServerProtocol#info] "
+        minutes = []
+        for minute in range(3):
+            with capturedLogs() as events:
+                self.churn(proto, 60, 50)
+                proto.log_summary()
+            minutes.append(sum(len((prefix + formatEvent(e) + "\n").encode()) for e in events))
+        self.assertLessEqual(minutes[0], 64 * 1024)
+        self.assertLessEqual(max(minutes[1:]), 32 * 1024)
+        # And it is not much less than that: the bound is what churn costs.
+        self.assertGreater(minutes[1], 16 * 1024)
+
+
+class StallTests(SynchronousTestCase):
+    """
+    Time the server did not run does not count toward idle timeouts (issue
+    11, finding 7): the sweep sees a stall, and datagrams that waited in
+    the socket are credited before anyone expires.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.proto = limited_protocol(self.clock, **{"idle-timeout": 5})
+        start_timers(self, self.proto, self.clock)
+        self.members = [(f"192.0.{i}.1", 5000) for i in range(6)]
+        for i, member in enumerate(self.members):
+            self.proto.datagramReceived(f"1 m{i}".encode(), member)
+
+    def keep_sending(self, seconds):
+        for _ in range(seconds):
+            self.clock.advance(1)
+            for member in self.members:
+                self.proto.datagramReceived(b"5", member)
+
+    def test_stall_expires_nobody_who_kept_sending(self):
+        """Stopped for 10 s (one jump of the clock), then the queued polls: all six stay."""
+        self.keep_sending(3)
+        self.clock.advance(10)  # SIGSTOP ... SIGCONT: the timers run first
+        for member in self.members:
+            self.proto.datagramReceived(b"5", member)
+        self.keep_sending(3)
+        self.assertEqual(len(self.proto.room.members()), 6)
+
+    def test_stall_seen_first_by_the_batch(self):
+        """If the queued datagrams are read before the sweep runs, they are credited first too."""
+        self.keep_sending(3)
+        self.clock.rightNow += 10  # no timer has run yet
+        for member in self.members:
+            self.proto.datagramReceived(b"5", member)
+        self.clock.advance(0)
+        self.keep_sending(3)
+        self.assertEqual(len(self.proto.room.members()), 6)
+
+    def test_clock_stepped_back(self):
+        """A step back of the clock keeps members who kept sending, and still expires the silent in time."""
+        silent = self.members.pop()
+        self.keep_sending(2)
+        self.clock.rightNow -= 3600
+        self.keep_sending(2)
+        self.assertEqual(len(self.proto.room.members()), 6)
+        self.keep_sending(2)
+        self.assertNotIn(silent, [source for source, _ in self.proto.room.members()])
+        self.assertEqual(len(self.proto.room.members()), 5)
+
+    def test_silent_members_still_expire(self):
+        """A stall stops the timers; it does not reset them: the silent expire after 5 s of running time."""
+        silent = self.members.pop()
+        self.keep_sending(2)
+        self.clock.advance(60)  # counts as one second
+        self.keep_sending(1)
+        self.assertEqual(len(self.proto.room.members()), 6)
+        self.keep_sending(1)
+        self.assertNotIn(silent, [source for source, _ in self.proto.room.members()])
+
+    def test_stall_is_logged(self):
+        """The stall is logged once, with how long it was."""
+        with capturedLogs() as events:
+            self.clock.advance(10)
+        self.assertEqual(
+            [formatEvent(e) for e in events if e["log_level"] is LogLevel.warn],
+            [
+                "10.0 seconds between two sweeps for idle members (the server was "
+                "stopped or its clock stepped): 9.0 seconds of them do not count "
+                "toward the idle timeout"
+            ],
+        )
