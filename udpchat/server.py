@@ -643,7 +643,7 @@ class BatchingPort(udp.Port):
         recvmsg = self.socket.recvmsg
         size = self.maxPacketSize
         space = socket.CMSG_SPACE(20)  # an in6_pktinfo, or an in_pktinfo
-        reply_source = self._reply_source
+        known = self._reply_sources.get
         read = 0
         while read < self.maxThroughput:
             try:
@@ -656,7 +656,12 @@ class BatchingPort(udp.Port):
             address = address[:2]
             host = address[0]
             source = (host[7:], address[1]) if host[:7] == "::ffff:" and "." in host else address
-            request(datagram, source, (address, reply_source(ancillary)))
+            # The packet information is all the ancillary data asked for:
+            # its bytes name the reply's source already built, if any.
+            via = known(ancillary[0][2]) if ancillary else ()
+            if via is None:
+                via = self._reply_source(ancillary)
+            request(datagram, source, (address, via))
 
     def _reply_source(self, ancillary):
         """
