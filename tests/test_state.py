@@ -1,18 +1,27 @@
 """
 C{--state} against the real daemon: restarts, crashes (C{kill -9} at random
-moments), bad state files and two servers on one file.
+moments), a full disk, bad state files, two servers on one file, and files
+pulled away under a running server.
 """
 
 import os
 import random
+import shutil
 import signal
+import socket
 import sqlite3
 import tempfile
 import threading
 
-from tests.harness import ProcessTestCase, as_nobody, require_root
+from tests.harness import DEADLINE, ProcessTestCase, as_nobody, require_root
+from tests.test_store import files, small_filesystem
+
+from udpchat.room import Room
+from udpchat.store import Store
 
 ILLEGAL = b"Illegal message"
+UNANSWERED = 1.0
+"""Seconds to wait for a reply that may not come."""
 
 
 class StateCase(ProcessTestCase):
@@ -219,3 +228,245 @@ class BadStateFileTests(StateCase):
         """--state-sync full works."""
         server = self.server("--state-sync", "full")
         self.assertEqual(self.member(server, "127.0.0.1").request(b"1 Al"), b"")
+
+    def test_other_names_of_a_file_in_use_are_refused(self):
+        """A symbolic link, a hard link, or the file itself once 1.0's lock file is gone: each second server is refused in one line."""
+        first = self.server()
+        symbolic = os.path.join(self.directory, "symbolic.db")
+        hard = os.path.join(self.directory, "hard.db")
+        os.symlink(self.path, symbolic)
+        os.link(self.path, hard)
+        if os.path.exists(self.path + ".lock"):
+            os.unlink(self.path + ".lock")  # udpchat 1.0 locked this name
+        reasons = [self.usage_error("--state", name) for name in (self.path, symbolic, hard)]
+        self.assertEqual(
+            (reasons, sorted(os.listdir(self.directory)), self.member(first, name="Al").request(b"5")),
+            (
+                [f"--state: another udpchat server is using {name}" for name in (self.path, symbolic, hard)],
+                ["hard.db", "room.db", "room.db-shm", "room.db-wal", "symbolic.db"],
+                b"",
+            ),
+        )
+
+    def crash_copy(self, change=None):
+        """
+        Put at C{self.path} a room (Al and Bo, a line of Al's) as a crash
+        leaves it: the file and its -wal, as they stood while a store held
+        them, after another connection made C{change} (SQL) if given.
+        Return the directory's files.
+        """
+        with tempfile.TemporaryDirectory() as elsewhere:
+            origin = os.path.join(elsewhere, "room.db")
+            room = Room(track_state=True)
+            saved = Store(origin)
+            saved.open()
+            saved.load(room, 0)
+            room.receive(("192.0.2.1", 1), b"1 Al", 0)
+            room.receive(("192.0.2.2", 2), b"1 Bo", 0)
+            room.receive(("192.0.2.1", 1), b"2 one", 0)
+            saved.commit(room.take_changes(), 0)
+            other = sqlite3.connect(origin, isolation_level=None)
+            if change is not None:
+                other.executescript(change)
+            shutil.copyfile(origin, self.path)
+            shutil.copyfile(origin + "-wal", self.path + "-wal")
+            other.close()
+            saved.close()
+        return files(self.directory)
+
+    def test_refused_file_with_its_journal_is_left_as_it_was(self):
+        """A value udpchat never writes, in the -wal a crash left, is refused in one line; nothing is changed or created beside the file."""
+        before = self.crash_copy("UPDATE members SET position = 'far' WHERE id = 1")
+        reason = self.usage_error("--state", self.path)
+        self.assertEqual(
+            (reason, sorted(before), files(self.directory) == before),
+            (
+                f"--state: {self.path} holds what udpchat never writes: members id 1: position = 'far'",
+                ["room.db", "room.db-wal"],
+                True,
+            ),
+        )
+
+    def test_empty_file_beside_a_journal_is_refused(self):
+        """A 0-byte file beside the -wal that holds its commits is refused, not taken for a new room; both are left as they were."""
+        self.crash_copy()
+        open(self.path, "wb").close()
+        before = files(self.directory)
+        reason = self.usage_error("--state", self.path)
+        self.assertEqual(
+            (reason.split(":")[:2], files(self.directory) == before),
+            (["--state", f" {self.path} is empty but {self.path}-wal holds {len(before['room.db-wal'])} bytes of its commits"], True),
+        )
+
+    def test_values_are_checked_before_the_server_starts(self):
+        """A file without its room row, or with text in a number column, is a one-line usage error, not a traceback."""
+        reasons = []
+        for change, message in [
+            ("DELETE FROM room", "0 rows in the table room"),
+            ("UPDATE members SET dropped = -3 WHERE id = 0", "members id 0: dropped = -3"),
+            ("ALTER TABLE lines ADD COLUMN extra", "the columns lines(sequence, author, line, extra)"),
+        ]:
+            for name in os.listdir(self.directory):
+                os.unlink(os.path.join(self.directory, name))
+            self.crash_copy(change)
+            reasons.append((self.usage_error("--state", self.path), message))
+        self.assertEqual(
+            [reason for reason, _ in reasons],
+            [f"--state: {self.path} holds what udpchat never writes: {message}" for _, message in reasons],
+        )
+
+
+class PulledAwayTests(StateCase):
+    """
+    The state file or its -wal deleted or replaced under a running server:
+    it stops, saying so, and never claims to keep the room in a file that
+    is gone.
+    """
+
+    def exited(self, server):
+        """Wait for C{server} to stop by itself; return its exit code and output."""
+        code = server.process.wait(DEADLINE)
+        server.output.join()
+        return code, server.output.text()
+
+    def test_deleted_file_stops_the_server(self):
+        """With its file deleted, the server stops within seconds, saying the room is lost."""
+        server = self.server()
+        self.member(server, name="Al")
+        os.unlink(self.path)
+        code, output = self.exited(server)
+        self.assertEqual(
+            (
+                code,
+                f"the state file cannot be used any more: {self.path} was deleted; udpchat stops" in output,
+                f"udpchat stopped: 1 member and 0 stored lines lost: {self.path} was deleted" in output,
+                "kept in" in output,
+            ),
+            (0, True, True, False),
+        )
+
+    def test_stopped_at_once_after_deletion_does_not_claim_to_keep_the_room(self):
+        """SIGTERM right after the file is deleted: the last line says the room is lost, not kept."""
+        server = self.server()
+        self.member(server, name="Al")
+        os.unlink(self.path)
+        server.stop()
+        output = server.output.text()
+        self.assertEqual(
+            (f"udpchat stopped: 1 member and 0 stored lines lost: {self.path} was deleted" in output, "kept in" in output),
+            (True, False),
+        )
+
+    def test_replaced_file_stops_the_server_and_is_left_alone(self):
+        """With another file put in place of its own, the server stops, and leaves that file alone."""
+        server = self.server()
+        self.member(server, name="Al")
+        other = os.path.join(self.directory, "other")
+        with open(other, "wb") as f:
+            f.write(b"not yours")
+        os.replace(other, self.path)
+        code, output = self.exited(server)
+        self.assertEqual(
+            (code, f"{self.path} was replaced by another file; udpchat stops" in output, open(self.path, "rb").read()),
+            (0, True, b"not yours"),
+        )
+
+    def test_deleted_journal_stops_the_server_with_every_commit_kept(self):
+        """With its -wal deleted, the server stops, writing its commits back into the file: a new server has every acknowledged line."""
+        server = self.server()
+        al = self.member(server, "127.0.0.1", name="Al")
+        bo = self.member(server, "127.0.0.2", name="Bo")
+        self.assertEqual(al.request(b"2 one"), b"")
+        os.unlink(self.path + "-wal")
+        code, output = self.exited(server)
+        again = self.server()
+        bo.server_address = again.address()
+        self.assertEqual(
+            (
+                code,
+                f"{self.path}-wal was deleted; udpchat stops" in output,
+                f"udpchat stopped: 2 members and 2 stored lines kept in {self.path} "
+                f"({self.path}-wal was deleted: its commits were written back)" in output,
+                bo.request(b"5"),
+            ),
+            (0, True, True, b"Al: one"),
+        )
+
+
+class FullDiskTests(StateCase):
+    """
+    --state on a filesystem that fills up: a real one, a small tmpfs (as
+    root; skipped otherwise, saying so).
+    """
+
+    def setUp(self):
+        self.directory = small_filesystem(self, "1m")
+        self.path = os.path.join(self.directory, "room.db")
+        # Space to give back once the disk is full.
+        self.ballast = os.path.join(self.directory, "ballast")
+        with open(self.ballast, "wb") as f:
+            f.write(bytes(384 * 1024))
+
+    def unanswered(self, member, datagram):
+        """Send C{datagram}; return its reply, or None if none came."""
+        member.socket.settimeout(UNANSWERED)
+        try:
+            return member.request(datagram)
+        except socket.timeout:
+            return None
+        finally:
+            member.socket.settimeout(DEADLINE)
+
+    def test_acknowledged_lines_are_delivered_across_a_full_disk(self):
+        """
+        A member's lines are acknowledged until the disk is full; another
+        member's polls meanwhile take nothing they were not answered with;
+        once space is back it receives every acknowledged line, exactly once.
+        A join with no reply made no member; the log says so once, and when
+        it is over.
+        """
+        server = self.server()
+        al = self.member(server, "127.0.0.1", name="Al")
+        bo = self.member(server, "127.0.0.2", name="Bo")
+        al.request(b"5")  # "Bo has joined": now Bo alone has Al's lines to read
+        said, acknowledged = [], []
+        while True:
+            line = b" ".join([b"%05d" % len(said)] * 4)
+            said.append(b"Al: " + line)
+            reply = self.unanswered(al, b"2 " + line)
+            if reply is None:
+                break
+            acknowledged.append(said[-1])
+        received = []
+        outage = []
+        for _ in range(5):
+            reply = self.unanswered(bo, b"5")
+            outage.append(reply)
+            if reply:
+                received += reply.split(b"\n")
+        cy = self.member(server, "127.0.0.3")
+        joined = self.unanswered(cy, b"1 Cy")
+        os.unlink(self.ballast)
+        self.assertEqual(al.request(b"2 back"), b"")
+        while True:
+            reply = bo.request(b"5")
+            if not reply:
+                break
+            received += reply.split(b"\n")
+        strangers = (cy.request(b"5"), self.member(server, "127.0.0.4").request(b"1 Di"))
+        server.stop()
+        output = server.output.text()
+        self.assertEqual(
+            (
+                received[: len(acknowledged)] == acknowledged,
+                set(received) <= set(said) | {b"Al: back"},
+                len(received) == len(set(received)),
+                received[-1],
+                joined,
+                strangers,
+                output.count(f"cannot write the state file {self.path}: database or disk is full"),
+                output.count(f"the state file {self.path} can be written again"),
+                "cannot rollback" in output or "hit a bug" in output or "Traceback" in output,
+            ),
+            (True, True, True, b"Al: back", None, (ILLEGAL, b"Bo, Al"), 1, 1, False),
+        )
