@@ -699,6 +699,9 @@ class ChatService(Service):
 
     twistd builds this service before it daemonizes and drops privileges;
     the socket, already bound, crosses both, and the reactor adopts it here.
+    The protocol's store, if any, is opened here too, and closed last;
+    while the service runs it looks once a second whether the state file is
+    still there, and stops the reactor if it is not.
 
     @param sock: a bound, non-blocking UDP socket, which this service owns.
     """

@@ -103,7 +103,14 @@ _COLUMNS = {
 }
 """The tables of a state file and their columns, in order (version 2)."""
 
-_MEMBER_COLUMNS_1 = ("id", "host", "port", "name", "position", "own_forgotten", "dropped", "last_seen")
+_MEMBER_COLUMNS_1 = (
+    "id", "host", "port", "name", "position", "own_forgotten", "dropped", "last_seen"
+)
+"""The columns of C{members} in version 1."""
+
+# What udpchat writes in each column, checked on loading: a file holding
+# anything else was not written by udpchat, and is refused.
+
 
 def _count(value):
     return type(value) is int and value >= 0
@@ -115,11 +122,13 @@ def _time(value):
 
 
 def _host(value):
+    if type(value) is not str:
+        return False
     try:
         ip_address(value)
     except ValueError:
         return False
-    return type(value) is str
+    return True
 
 
 def _name(value):
@@ -158,7 +167,6 @@ _VALID = {
     "author": lambda value: value is None or _count(value),
     "line": _line,
 }
-"""What udpchat writes in each column."""
 
 
 class StateFileError(Exception):
