@@ -156,7 +156,8 @@ class Options(usage.Options):
     L{None} if not given), C{self["log-level"]} a L{LogLevel},
     C{self["exempt"]} the list of exempt networks, C{self["socket"]} the
     bound socket that L{makeService} serves on, and, with C{--state},
-    C{self["state-lock"]} the lock held on the state file.
+    C{self["state-lock"]} the lock held on the state file (L{None} for a
+    file that does not exist yet: the store that creates it locks it).
     """
 
     synopsis = "[options]"
