@@ -299,9 +299,7 @@ class ChatServerProtocol(DatagramProtocol):
         credited before anyone expires.
         """
         now = self._seconds()
-        swept = self._swept_at
-        if swept is not None and not 0.0 <= now - swept <= STALL:
-            self._discount(now)
+        self._notice_stall(now)
         self._now = now
 
     def request(self, datagram, source, reply_to):
@@ -432,21 +430,22 @@ class ChatServerProtocol(DatagramProtocol):
         """
         try:
             now = self._seconds()
-            swept = self._swept_at
-            if swept is not None and not 0.0 <= now - swept <= STALL:
-                self._discount(now)
+            self._notice_stall(now)
             self._swept_at = now
             self.room.expire(now)
             self.flush()
         except Exception:
             self._fault(None)
 
-    def _discount(self, now):
+    def _notice_stall(self, now):
         # The sweep did not run for longer than it should have: the
         # process was stopped or its machine paused (and no datagram could
         # be read), or the clock stepped, forward or back.  Idle timers
         # stop for that time, but for one interval's worth.
-        gap = now - self._swept_at
+        swept = self._swept_at
+        if swept is None or 0.0 <= now - swept <= STALL:
+            return
+        gap = now - swept
         lost = gap - EXPIRY_INTERVAL if gap > 0 else gap
         self._swept_at = now
         self.room.discount(lost)
