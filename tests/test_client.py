@@ -14,6 +14,7 @@ which modules the command loads.
 import ast
 import errno
 import io
+import os
 import signal
 import subprocess
 import sys
@@ -1139,3 +1140,41 @@ class CommandLineTests(CommandTestCase):
         self.assertEqual(
             sorted(ours), sorted(["udpchat"] + [f"udpchat.{name}" for name in CLIENT_WING[:-1]])
         )
+
+
+class HangTests(CommandTestCase):
+    """
+    The client ends whatever happens to its descriptors and however long
+    its queue: it was found alive, deaf to SIGTERM, long after its test.
+    """
+
+    def test_stderr_gone(self):
+        """With nobody to read stderr, a request with no reply still ends the client."""
+        server = self.scripted_server()  # which never answers
+        reader, writer = os.pipe()
+        os.close(reader)  # every write to stderr fails (EPIPE)
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "udpchat.client", "127.0.0.1", str(server.port), "--timeout", "0.2"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=writer,
+            )
+        finally:
+            os.close(writer)
+        self.addCleanup(reap, process)
+        process.stdin.write(b"1 Bob\n")
+        process.stdin.close()
+        self.assertEqual(process.wait(DEADLINE), 1)
+
+    def test_second_sigterm_stops_the_wait(self):
+        """SIGTERM leaves; a second one stops waiting for replies to a long queue."""
+        server = self.scripted_server()
+        client = self.local_client(server.port, "--timeout", "0.5")
+        client.type("5\n" * 200)
+        server.receive()  # it runs, and has its handlers
+        client.process.send_signal(signal.SIGTERM)
+        server.receive()  # still waiting on its queue
+        client.process.send_signal(signal.SIGTERM)
+        self.assertEqual(client.wait(), 130, client.stderr.text())
+        self.assertNotIn("Traceback", client.stderr.text())

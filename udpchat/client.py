@@ -136,17 +136,20 @@ def _make_session(options):
     return console.ChatSession(options.name)
 
 
-def _interrupt_on_sigint(reactor, session):
+def _interrupt_on_signals(reactor, session):
     """
-    Let Ctrl-C reach the session instead of stopping the reactor: Twisted's
-    handler would stop it at the first, and a second SIGINT would stop it
-    again (a ReactorNotRunning traceback).  An ignored SIGINT (a background
-    job's) stays ignored.
+    Let Ctrl-C (SIGINT) and SIGTERM reach the session instead of stopping the
+    reactor: the first leaves the group, a second stops waiting for the
+    server.  Twisted's handlers would stop the reactor at the first, wait
+    for the session to leave however long its queue, and answer a second
+    with a ReactorNotRunning traceback.  An ignored signal (SIGINT in a
+    background job) stays ignored.
     """
-    if signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
-        signal.signal(
-            signal.SIGINT, lambda number, frame: reactor.callFromThread(session.interrupt)
-        )
+    for number in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(number) != signal.SIG_IGN:
+            signal.signal(
+                number, lambda number, frame: reactor.callFromThread(session.interrupt)
+            )
 
 
 async def _main(reactor, argv):
@@ -170,10 +173,9 @@ async def _main(reactor, argv):
     )
     session.start(client, reactor)
     # The reactor runs by now (the resolver's answer came through it), so
-    # Twisted has installed its handlers: this one replaces its SIGINT's.
-    _interrupt_on_sigint(reactor, session)
-    # Stopped another way (SIGTERM, say): leave all the same, before the
-    # reactor stops.
+    # Twisted has installed its handlers: these replace its SIGINT's and SIGTERM's.
+    _interrupt_on_signals(reactor, session)
+    # Stopped another way: leave all the same, before the reactor stops.
     reactor.addSystemEventTrigger("before", "shutdown", session.leave)
     status = await session.closed
     if status:

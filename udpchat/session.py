@@ -43,9 +43,16 @@ _FETCH = wire.encode_request(wire.FETCH)
 
 
 def complain(message):
-    """Tell the user something on stderr, the client's own channel."""
-    sys.stderr.write(f"udpchat.client: {message}\n")
-    sys.stderr.flush()
+    """
+    Tell the user something on stderr, the client's own channel.  If stderr
+    is gone (a closed pipe, a hung-up terminal) there is nobody to tell:
+    the session goes on, and ends, all the same.
+    """
+    try:
+        sys.stderr.write(f"udpchat.client: {message}\n")
+        sys.stderr.flush()
+    except OSError:
+        pass
 
 
 class _Request:
