@@ -1254,6 +1254,18 @@ class ReplyLoopTests(ProtocolTestMixin, SynchronousTestCase):
             (self.transport.written, proto.counts["unanswered"]), ([(b"", AL)], 2)
         )
 
+    def test_unanswered_datagram_costs_no_reply_budget(self):
+        """The reply budget set aside for it is given back: forged ones cannot spend a victim's."""
+        clock = Clock()
+        proto = limited_protocol(clock, **{"reply-burst": 2000, "reply-rate": 1})
+        for _ in range(5):
+            proto.datagramReceived(ILLEGAL, ("192.0.2.1", 5))
+        proto.datagramReceived(b"1 Al", ("192.0.2.1", 5))
+        self.assertEqual(
+            (proto.transport.written, proto.counts["unanswered"]),
+            ([(b"", ("192.0.2.1", 5))], 5),
+        )
+
     def test_every_other_request_keeps_its_reply(self):
         """An empty datagram, and anything but exactly C{Illegal message}, is still refused aloud."""
         proto = self.connect()

@@ -328,7 +328,11 @@ class ChatServerProtocol(DatagramProtocol):
             if reply is ILLEGAL:
                 self.counts[ILLEGAL_REQUEST] += 1
             elif reply is None:
+                # Nothing sent: its destination's budget gets back the
+                # largest reply that admit() set aside.
                 self.counts[UNANSWERED] += 1
+                if admission is not None and admission.limited:
+                    self._limiter.charge(admission, 0, now)
                 return
             if self._held is None:
                 # _send(), inlined.
