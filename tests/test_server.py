@@ -937,9 +937,12 @@ class StoreProtocolTests(ProtocolTestMixin, SynchronousTestCase):
         self.addCleanup(directory.cleanup)
         self.path = os.path.join(directory.name, "room.db")
 
-    def connect_stored(self, transport=None, idle_timeout=0, now=0):
-        """A protocol on a room tracked in a new store at C{self.path}."""
-        saved = Store(self.path)
+    def connect_stored(self, transport=None, idle_timeout=0, now=0, shared=False):
+        """
+        A protocol on a room tracked in a new store at C{self.path}; a
+        C{shared} one, for faults made through a second connection.
+        """
+        saved = Store(self.path, shared=shared)
         saved.open()
         self.addCleanup(saved.close)
         room = Room(idle_timeout=idle_timeout, track_state=True)
@@ -1003,7 +1006,7 @@ class StoreProtocolTests(ProtocolTestMixin, SynchronousTestCase):
 
     def test_failed_commit_sends_no_reply_and_is_undone(self):
         """If the store fails, the batch's replies are dropped, the bug logged, and what the batch did undone: the next commit saves only its own changes."""
-        proto = self.connect_stored()
+        proto = self.connect_stored(shared=True)
         proto.datagramReceived(b"1 Al", AL)
         proto.datagramReceived(b"1 Bo", BO)
         self.clock.advance(0)

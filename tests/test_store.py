@@ -125,10 +125,10 @@ class StoreTestCase(SynchronousTestCase):
         saved.load(room, now)
         return saved
 
-    def reopen(self, room_options=None, now=0):
+    def reopen(self, room_options=None, now=0, shared=False):
         """A new room loaded from the file, as after a restart."""
         room = Room(track_state=True, **(room_options or {}))
-        self.open(room, now)
+        self.open(room, now, shared=shared)
         return room
 
 
@@ -136,7 +136,7 @@ class RoundTripTests(StoreTestCase):
     def test_new_file_is_an_empty_room(self):
         """A missing file starts an empty room, and identifies itself."""
         room = Room(track_state=True)
-        self.open(room)
+        self.open(room, shared=True)
         connection = sqlite3.connect(self.path)
         self.addCleanup(connection.close)
         self.assertEqual(
@@ -340,7 +340,7 @@ class RoundTripTests(StoreTestCase):
     def test_failed_commit_saves_nothing_and_revert_returns_to_the_last_commit(self):
         """A commit that fails leaves the file as it was, and revert returns the room to it: polls take nothing, joins make no member."""
         room = Room(track_state=True)
-        saved = self.open(room)
+        saved = self.open(room, shared=True)
         for source, datagram in [(self.A, b"1 Al"), (self.B, b"1 Bo"), (self.A, b"2 one")]:
             room.receive(source, datagram, 0)
         commit(saved, room)
@@ -368,7 +368,7 @@ class RoundTripTests(StoreTestCase):
         """Idle timers are not rolled back with the rest: a member heard from in a failed batch was heard from."""
         options = dict(idle_timeout=100)
         room = Room(track_state=True, **options)
-        saved = self.open(room, now=1000)
+        saved = self.open(room, now=1000, shared=True)
         room.receive(self.A, b"1 Al", 1000)
         room.receive(self.B, b"1 Bo", 1000)
         commit(saved, room, 1000, checkpoint=True)
@@ -487,7 +487,7 @@ class MigrationTests(StoreTestCase):
     def test_version_1_file_is_migrated_on_open(self):
         """Opening a version 1 file keeps its members, lines and lost-line counts, and makes it version 2."""
         self.write_version_1()
-        room = self.reopen(now=100)
+        room = self.reopen(now=100, shared=True)
         restored = (state(room), whole(room.take_changes(everyone=True)))
         connection = sqlite3.connect(self.path)
         self.addCleanup(connection.close)
@@ -701,7 +701,7 @@ class JournalTests(StoreTestCase):
         C{crash.db} and C{crash.db-wal}; return the copy's path.
         """
         room = Room(track_state=True)
-        saved = self.open(room)
+        saved = self.open(room, shared=change is not None)
         for source, datagram in [(self.A, b"1 Al"), (self.B, b"1 Bo"), (self.A, b"2 one")]:
             room.receive(source, datagram, 0)
         commit(saved, room)
@@ -909,5 +909,5 @@ class LockTests(StoreTestCase):
         self.assert_refused(lock, path)
         self.assertEqual(
             sorted(name for name in os.listdir(self.directory.name) if name.startswith("new.db")),
-            ["new.db", "new.db-shm", "new.db-wal"],
+            ["new.db", "new.db-wal"],
         )

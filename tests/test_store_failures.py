@@ -51,7 +51,7 @@ class FailedCommitTests(SynchronousTestCase):
         directory = tempfile.TemporaryDirectory()
         self.addCleanup(directory.cleanup)
         self.path = os.path.join(directory.name, "room.db")
-        self.store = FailingStore(self.path)
+        self.store = FailingStore(self.path, shared=True)  # faults come through a second connection
         self.store.open()
         self.addCleanup(self.store.close)
         self.room = Room(track_state=True)

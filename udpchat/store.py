@@ -218,7 +218,7 @@ def check(path):
     if not os.access(directory, os.W_OK | os.X_OK):
         raise StateFileError(
             f"cannot write in {directory} (SQLite keeps {os.path.basename(path)}-wal "
-            "and -shm beside the file)"
+            "beside the file)"
         )
     _check_journal(path)
     if not os.path.exists(path) or os.path.getsize(path) == 0:
@@ -438,8 +438,7 @@ def _take_lock(path):
     """
     The locked descriptor of the file at C{path}: the one L{lock} took, or
     a new one, creating a missing file readable by its owner only (it
-    holds the messages; SQLite gives its -wal and -shm files the same
-    permissions).
+    holds the messages; SQLite gives its -wal file the same permissions).
     """
     fd = _LOCKS.pop(_identity_at(path), None)
     if fd is None:
@@ -471,15 +470,19 @@ class Store:
     @param path: the file; L{check} approved it.
     @param synchronous: C{normal} (a commit survives a crash of the process)
         or C{full} (it survives a power loss too, at a cost).
+    @param shared: whether other connections may read and write the file
+        while it is open (tests inject faults that way); otherwise SQLite
+        holds it exclusively, which makes each commit cheaper.
 
     @ivar lost: L{None}, or why the store commits no more: its file or
         the file's write-ahead log was deleted or replaced (L{watch}), or
         the file could not be read back after a failed commit.
     """
 
-    def __init__(self, path, synchronous="normal"):
+    def __init__(self, path, synchronous="normal", shared=False):
         self.path = path
         self.synchronous = synchronous
+        self.shared = shared
         self.lost = None
         self._connection = None
         self._lock = None
@@ -504,6 +507,12 @@ class Store:
             self._release()
             raise
         try:
+            if not self.shared:
+                # Before the first access: the first read locks the file and
+                # the first write locks it for writing, each for good, so a
+                # commit takes no lock and the write-ahead log's index lives
+                # in memory (no -shm file).  L{lock} kept others off anyway.
+                connection.execute("PRAGMA locking_mode = EXCLUSIVE")
             # Before the first access, so that a new file gets it.
             connection.execute(f"PRAGMA page_size = {PAGE_BYTES}")
             (application_id,) = connection.execute("PRAGMA application_id").fetchone()
