@@ -642,19 +642,30 @@ class EncodeRequestTests(SynchronousTestCase):
 
     def test_every_row_of_the_table_encodes_and_parses(self):
         """Each code of REQUEST_CODES encodes its request, and parses back to it."""
+        token = b"0123456789abcdef" * 2
         for code, kind, argument in wire.REQUEST_CODES:
-            request = kind("Bo") if argument else kind()
-            datagram = code + b" Bo" if argument else code
+            if kind is wire.Register:
+                request, datagram = kind(token, "Bo"), code + b" " + token + b" Bo"
+            elif kind is wire.SessionFetch:
+                request, datagram = kind(token, 7, 12), code + b" " + token + b" 7 12"
+            elif kind in wire.SESSION_REQUESTS:
+                request = kind(token, 7, "Bo") if argument else kind(token, 7)
+                datagram = code + b" " + token + (b" 7 Bo" if argument else b" 7")
+            else:
+                request = kind("Bo") if argument else kind()
+                datagram = code + b" Bo" if argument else code
             self.assertEqual(
                 (wire.encode_request(request), wire.parse_request(datagram)),
                 (datagram, request),
             )
 
     def test_table_names_the_field_that_holds_the_argument(self):
-        """A request's argument, in the table, is its one field; none for a request without."""
+        """A request's argument, in the table, is its last field (its one field in 1.0); none for a request without."""
         self.assertEqual(
-            [[field.name for field in fields(kind)] for _, kind, _ in wire.REQUEST_CODES],
-            [[argument] if argument else [] for _, _, argument in wire.REQUEST_CODES],
+            [[field.name for field in fields(kind)][-1:] for _, kind, _ in wire.REQUEST_CODES
+             if kind not in wire.SESSION_REQUESTS or kind is not wire.SessionLeave],
+            [[argument] if argument else [] for _, kind, argument in wire.REQUEST_CODES
+             if kind not in wire.SESSION_REQUESTS or kind is not wire.SessionLeave],
         )
 
     def test_codes_are_spelled_once(self):
@@ -704,7 +715,8 @@ class ReasonTests(SynchronousTestCase):
             b"": wire.MALFORMED,
             b"5 ": wire.MALFORMED,
             b"1Bo": wire.MALFORMED,
-            b"6 x": wire.UNKNOWN_CODE,
+            b"a x": wire.UNKNOWN_CODE,
+            b"6 x": wire.MALFORMED,
             b"4 x": wire.UNKNOWN_CODE,
             b"1 \xff": wire.NOT_UTF8,
             b"2 \xff": wire.NOT_UTF8,

@@ -15,6 +15,11 @@ it as an opaque, hashable value.
     5          member                      pending lines    -
     otherwise                              Illegal message  -
 
+A member that registers with C{6 Nonce Name} has a session instead: it is
+its token, not its address, and its requests (C{7} to C{0}) are numbered,
+so that a repeat is answered as the first one was and changes nothing
+(L{Room._session}).  Requests C{2} to C{5} from its address are refused.
+
 The full reference, with the parsing rules, is in README.rst.
 
 Every line is stored once, in a L{SharedLog}; a member has a read position
@@ -28,6 +33,7 @@ may stay silent.  Limits on traffic (rates, reply budgets) are decided before
 a datagram reaches the room, by L{udpchat.limits}.
 """
 
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -35,6 +41,14 @@ from typing import NamedTuple
 from udpchat import wire
 from udpchat.sharedlog import Cursor, SharedLog
 from udpchat.wire import EMPTY, ILLEGAL, IllegalMessage, parse_request
+
+_MEMBERLESS = frozenset((wire.Register, *wire.SESSION_REQUESTS))
+"""The requests whose sender is found by what they carry, not its address."""
+
+
+def _random_token():
+    """A session's token: 128 bits from the system's cryptographic source."""
+    return os.urandom(wire.TOKEN_BYTES // 2).hex().encode()
 
 DEFAULT_MAX_REPLY_BYTES = 1200
 """Small enough that a reply is never fragmented on the internet."""
@@ -70,6 +84,18 @@ class Left:
 
 
 @dataclass(frozen=True, slots=True)
+class Moved:
+    """
+    A change the room reports: the session member C{name} now sends from
+    C{source}, no longer from C{old} (nobody else is told: it roams).
+    """
+
+    old: object
+    source: object
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class Expired:
     """
     A change the room reports: C{name} at C{source} sent nothing for the
@@ -87,9 +113,11 @@ class Member:
     were dropped since it was last told, and its place in the shared log.
     """
 
-    __slots__ = ("id", "source", "name", "group", "last_seen", "dropped", "cursor")
+    __slots__ = (
+        "id", "source", "name", "group", "last_seen", "dropped", "cursor", "session"
+    )
 
-    def __init__(self, id, source, name, group, now, cursor):
+    def __init__(self, id, source, name, group, now, cursor, session=None):
         self.id = id
         self.source = source
         self.name = name
@@ -97,6 +125,29 @@ class Member:
         self.last_seen = now
         self.dropped = 0
         self.cursor = cursor
+        self.session = session  # a Session, for a member that registered
+
+
+class Session:
+    """
+    What the room keeps of a member's session: its token and the nonce it
+    registered with; the number of its newest request, and the reply to it
+    unless it was a poll (a poll is answered anew: its position says what
+    arrived); how many dropped lines that poll's reply told of; and, until
+    its address is shown to receive, how many bytes the room may still send
+    there (L{None} once it has).
+    """
+
+    __slots__ = ("token", "nonce", "seq", "reply", "told", "budget", "replied_to")
+
+    def __init__(self, token, nonce, reply, budget, address):
+        self.token = token
+        self.nonce = nonce
+        self.seq = 0
+        self.reply = reply
+        self.told = 0
+        self.budget = budget
+        self.replied_to = address  # where the reply to seq went
 
 
 class MemberState(NamedTuple):
@@ -197,6 +248,8 @@ class Room:
         group_of=lambda source: None,
         max_members_per_group=None,
         track_state=False,
+        new_token=None,
+        sessions_only=False,
     ):
         self.max_reply_bytes = max_reply_bytes
         self.max_members = max_members
@@ -205,12 +258,27 @@ class Room:
         self.group_of = group_of
         self.max_members_per_group = max_members_per_group
         self._track_state = track_state
+        # Where tokens come from: injected, like time, so that tests can
+        # fix them.
+        self._new_token = new_token or _random_token
+        self.sessions_only = sessions_only
         self._handlers = {
             wire.Join: self._join,
             wire.Say: self._say,
             wire.Rename: self._rename,
             wire.Leave: self._leave,
             wire.Fetch: self._fetch,
+            wire.Register: self._register,
+            wire.SessionSay: self._session,
+            wire.SessionFetch: self._session,
+            wire.SessionRename: self._session,
+            wire.SessionLeave: self._session,
+        }
+        self._session_handlers = {
+            wire.SessionSay: self._session_say,
+            wire.SessionFetch: self._session_fetch,
+            wire.SessionRename: self._session_rename,
+            wire.SessionLeave: self._session_leave,
         }
         self._empty()
 
@@ -229,6 +297,8 @@ class Room:
         self._names = {}  # name -> Member
         self._silent = OrderedDict()  # source -> Member, longest silent first
         self._groups = {}  # group -> how many members it has
+        self._sessions = {}  # token -> Member
+        self._nonces = {}  # nonce -> Member, for a repeated registration
         self._log = SharedLog(capacity=2 * self.max_pending)
 
     def receive(self, source, datagram, now):
@@ -244,14 +314,20 @@ class Room:
         if now >= self._next_expiry:
             self.expire(now)
         member = self._members.get(source)
-        if member is not None:
+        if member is not None and member.session is None:
             member.last_seen = now
             self._silent.move_to_end(source)
         try:
             request = parse_request(datagram)
-            if member is None and request.__class__ is not wire.Join:
-                raise IllegalMessage(wire.NOT_A_MEMBER)
-            return self._handlers[type(request)](source, member, request, now)
+            kind = request.__class__
+            if member is None:
+                if kind is not wire.Join and kind not in _MEMBERLESS:
+                    raise IllegalMessage(wire.NOT_A_MEMBER)
+            elif member.session is not None and kind not in _MEMBERLESS:
+                # Only its token acts for a session member: not its
+                # address, which anybody can forge.
+                raise IllegalMessage(wire.SESSION_MEMBER)
+            return self._handlers[kind](source, member, request, now, datagram)
         except IllegalMessage:
             if datagram == ILLEGAL:
                 # Only a server sends that, as its reply: answering it
@@ -352,36 +428,198 @@ class Room:
             self._dirty[member.id] = member
             self.changed = True
 
-    def _join(self, source, member, request, now):
+    def _join(self, source, member, request, now, datagram=None):
         # Every check, and everything that could fail, comes before the
         # first change: a refused (or failed) request changes nothing.
         if member is not None:
             raise IllegalMessage(wire.ALREADY_A_MEMBER)
-        name = request.name
-        self._check_free(name)
+        if self.sessions_only:
+            raise IllegalMessage(wire.LEGACY_REFUSED)
+        group = self._check_admission(source, request.name)
         others = self._members
-        if len(others) >= self.max_members:
-            raise IllegalMessage(wire.ROOM_FULL)
-        group = self.group_of(source)
-        if group is not None and self._groups.get(group, 0) >= self.max_members_per_group:
-            raise IllegalMessage(wire.GROUP_FULL)
         reply = wire.member_list(
             (m.name for m in reversed(others.values())),
             len(others),
             self.max_reply_bytes,
         )
+        self._admit(source, request.name, group, now)
+        return reply
+
+    def _check_admission(self, source, name):
+        # Whether a new member called name may join from source: its group.
+        self._check_free(name)
+        if len(self._members) >= self.max_members:
+            raise IllegalMessage(wire.ROOM_FULL)
+        group = self.group_of(source)
+        if group is not None and self._groups.get(group, 0) >= self.max_members_per_group:
+            raise IllegalMessage(wire.GROUP_FULL)
+        return group
+
+    def _admit(self, source, name, group, now, session=None):
         log = self._log
         log.append(wire.joined(name))
         id = self._next_id
         self._next_id += 1
-        member = Member(id, source, name, group, now, log.open(id))
+        member = Member(id, source, name, group, now, log.open(id), session)
         self._mark(member)
         self._enter(member)
         self._silent[source] = member
         self._report(Joined(source, name))
+        return member
+
+    # -- sessions ------------------------------------------------------------
+
+    def _register(self, source, member, request, now, datagram):
+        known = self._nonces.get(request.nonce)
+        if known is not None:
+            # A repeat: its reply was lost (or is late).  The same answer,
+            # as long as the session has not gone further.
+            session = known.session
+            if session.seq:
+                return None
+            self._heard(known, source, datagram, now)
+            return self._budgeted(session, session.reply)
+        if member is not None:
+            raise IllegalMessage(wire.ALREADY_A_MEMBER)
+        group = self._check_admission(source, request.name)
+        token = self._new_token()
+        if token in self._sessions:
+            raise RuntimeError("a new token that a session has: a broken source of tokens")
+        session = Session(token, request.nonce, None, 3 * len(datagram), source)
+        member = self._admit(source, request.name, group, now, session)
+        self._sessions[token] = member
+        self._nonces[request.nonce] = member
+        session.reply = wire.registered(token, member.cursor.position)
+        return self._budgeted(session, session.reply)
+
+    def _session(self, source, address_member, request, now, datagram):
+        """
+        A request C{7} to C{0}: answered from the session it names.  A
+        request older than the newest one seen gets no reply (the client is
+        past it); a repeat of the newest gets the reply the first one got,
+        and changes nothing; a newer one tells that the reply to the last
+        arrived (a client has one request outstanding at a time).
+        """
+        seq = request.seq
+        member = self._sessions.get(request.token)
+        if member is None:
+            return wire.unknown_session(seq)
+        session = member.session
+        if seq < session.seq:
+            return None
+        if source != member.source:
+            if address_member is not None:
+                return wire.refused(seq, wire.ADDRESS_IN_USE)
+            self._move(member, source)
+        self._heard(member, source, datagram, now)
+        if seq == session.seq:
+            if request.__class__ is not wire.SessionFetch:
+                return self._budgeted(session, session.reply)
+        else:
+            if session.budget is not None and session.replied_to == source:
+                session.budget = None  # it got the last reply: it receives
+            session.seq = seq
+            if session.told:
+                # The dropped-lines notice in the last reply arrived.
+                member.dropped -= session.told
+                session.told = 0
+                self._mark(member)
+        session.replied_to = source
+        try:
+            reply = self._session_handlers[request.__class__](member, request, now)
+        except IllegalMessage as e:
+            reply = wire.refused(seq, e.reason)
+        if request.__class__ is not wire.SessionFetch:
+            session.reply = reply
+        return self._budgeted(session, reply)
+
+    def _heard(self, member, source, datagram, now):
+        # A valid session request: the member is still there.
+        member.last_seen = now
+        self._silent.move_to_end(member.source)
+        session = member.session
+        if session.budget is not None:
+            session.budget += 3 * len(datagram)
+
+    def _budgeted(self, session, reply):
+        # Until its address has shown it receives, a member is sent at most
+        # three times what came from there (RFC 9000, section 8).
+        budget = session.budget
+        if budget is None:
+            return reply
+        if len(reply) > budget:
+            return None
+        session.budget = budget - len(reply)
         return reply
 
-    def _say(self, source, member, request, now):
+    def _move(self, member, source):
+        # Roaming: the member's address changed (a NAT forgot its mapping,
+        # the client moved networks).  Nobody else is told.
+        old = member.source
+        del self._members[old]
+        del self._silent[old]
+        if member.group is not None:
+            self._leave_group(member.group)
+        member.source = source
+        member.group = self.group_of(source)
+        if member.group is not None:
+            self._groups[member.group] = self._groups.get(member.group, 0) + 1
+        self._members[source] = member
+        self._silent[source] = member
+        member.session.budget = 0
+        self._mark(member)
+        self._report(Moved(old, source, member.name))
+
+    def _session_say(self, member, request, now):
+        self._say(member.source, member, request, now)
+        return wire.acknowledged(request.seq)
+
+    def _session_rename(self, member, request, now):
+        self._rename(member.source, member, request, now)
+        return wire.acknowledged(request.seq)
+
+    def _session_leave(self, member, request, now):
+        self._leave(member.source, member, request, now)
+        return wire.acknowledged(request.seq)
+
+    def _session_fetch(self, member, request, now):
+        log = self._log
+        cursor = member.cursor
+        position = request.position
+        if position > log.end:
+            raise IllegalMessage(wire.POSITION_AHEAD)
+        if position > cursor.position:
+            # The lines before position arrived: release them.
+            if position < log.first:
+                # The log forgot the lines after them (it was full) before
+                # they were sent: those were lost.
+                member.dropped += log.first - position
+                position = log.first
+            log.advance(cursor, position)
+            self._mark(member)
+        own = cursor.own
+        if (
+            cursor.position < log.first
+            or log.end - cursor.position - (len(own) if own else 0) > self.max_pending
+        ):
+            member.dropped += log.discard(cursor, self.max_pending)
+            self._mark(member)
+        seq = request.seq
+        budget = self.max_reply_bytes - len(b"%d %d" % (seq, log.end)) - len(wire.LINE_SEPARATOR)
+        session = member.session
+        if session.budget is not None:
+            budget = min(budget, session.budget - len(b"%d %d" % (seq, log.end)) - 1)
+        notice = b""
+        if member.dropped:
+            notice = wire.dropped(member.dropped)
+            budget -= len(notice) + len(wire.LINE_SEPARATOR)
+            session.told = member.dropped
+        text, position = log.look(cursor, budget) if budget >= 0 else (b"", cursor.position)
+        if notice:
+            text = notice + wire.LINE_SEPARATOR + text if text else notice
+        return wire.fetched(seq, position, text)
+
+    def _say(self, source, member, request, now, datagram=None):
         log = self._log
         cursor = member.cursor
         caught_up = cursor.position == log.end
@@ -393,7 +631,7 @@ class Room:
                 self._dirty[member.id] = member
         return EMPTY
 
-    def _rename(self, source, member, request, now):
+    def _rename(self, source, member, request, now, datagram=None):
         old, new = member.name, request.name
         self._check_free(new)
         self._log.append(wire.renamed(old, new), member.cursor)
@@ -404,12 +642,12 @@ class Room:
         self._report(Renamed(source, old, new))
         return EMPTY
 
-    def _leave(self, source, member, request, now):
+    def _leave(self, source, member, request, now, datagram=None):
         self._remove(member)
         self._report(Left(source, member.name))
         return EMPTY
 
-    def _fetch(self, source, member, request, now):
+    def _fetch(self, source, member, request, now, datagram=None):
         log = self._log
         cursor = member.cursor
         position = cursor.position
@@ -455,17 +693,23 @@ class Room:
         del self._names[member.name]
         del self._silent[source]
         if member.group is not None:
-            groups = self._groups
-            if groups[member.group] == 1:
-                del groups[member.group]
-            else:
-                groups[member.group] -= 1
+            self._leave_group(member.group)
+        if member.session is not None:
+            del self._sessions[member.session.token]
+            del self._nonces[member.session.nonce]
         log = self._log
         log.close(member.cursor)
         log.append(line)
         if self._dirty is not None:
             self._dirty[member.id] = None
             self.changed = True
+
+    def _leave_group(self, group):
+        groups = self._groups
+        if groups[group] == 1:
+            del groups[group]
+        else:
+            groups[group] -= 1
 
     def restore(self, members, lines, first, next_id):
         """

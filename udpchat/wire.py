@@ -112,6 +112,20 @@ ROOM_FULL = "room full"
 GROUP_FULL = "group full"
 """C{1} when the sender's group of addresses has its share of the room."""
 
+SESSION_MEMBER = "session member"
+"""C{2} to C{5} from the address of a member that has a session: only its
+token acts for it."""
+
+LEGACY_REFUSED = "sessions only"
+"""C{1} to a server that takes members with sessions only."""
+
+POSITION_AHEAD = "position ahead"
+"""A session poll that names a position past the last line of the log."""
+
+ADDRESS_IN_USE = "address in use"
+"""A session request from the address of another member (it cannot move
+there)."""
+
 
 # Requests are values, made once per datagram: slotted dataclasses, not
 # frozen ones, which cost twice as much to make.  Nobody changes them.
@@ -151,18 +165,98 @@ class Fetch:
 LEAVE = Leave()
 FETCH = Fetch()
 
+
+# The session requests (README.rst, "Sessions"): each names its session by
+# its token and numbers itself, so that a repeat is recognised as one.
+
+
+@dataclass(slots=True)
+class Register:
+    """C{6 Nonce Name}: become a member called C{name}, with a session."""
+
+    nonce: bytes
+    name: str
+
+
+@dataclass(slots=True)
+class SessionSay:
+    """C{7 Token Seq Text}: queue C{text} for every other member, once."""
+
+    token: bytes
+    seq: int
+    text: str
+
+
+@dataclass(slots=True)
+class SessionFetch:
+    """
+    C{8 Token Seq Position}: everything before C{position} arrived; ask for
+    the lines from there on.
+    """
+
+    token: bytes
+    seq: int
+    position: int
+
+
+@dataclass(slots=True)
+class SessionRename:
+    """C{9 Token Seq New}: change the session member's name to C{name}."""
+
+    token: bytes
+    seq: int
+    name: str
+
+
+@dataclass(slots=True)
+class SessionLeave:
+    """C{0 Token Seq}: end the session, leaving the group."""
+
+    token: bytes
+    seq: int
+
+
+SESSION_REQUESTS = (SessionSay, SessionFetch, SessionRename, SessionLeave)
+"""The requests that carry a token (L{Register} is answered with one)."""
+
+TOKEN_BYTES = 32
+"""A token, and a registration's nonce: 32 lowercase hexadecimal digits
+(128 bits)."""
+
+MAX_NUMBER_DIGITS = 19
+"""A request number or a position: at most 19 decimal digits (below 2**63)."""
+
+MAX_SESSION_DATAGRAM_BYTES = (
+    len(b"7 ") + TOKEN_BYTES + 1 + MAX_NUMBER_DIGITS + 1 + MAX_TEXT_BYTES + len(b"\r\n")
+)
+"""The largest datagram that can hold a legal session request (1081)."""
+
+UNKNOWN_SESSION = b"unknown"
+"""After a session reply's request number: no session has that token."""
+
+REFUSED = b"refused"
+"""After a session reply's request number: the request is refused (a reason
+may follow)."""
+
 REQUEST_CODES = (
     (b"1", Join, "name"),
     (b"2", Say, "text"),
     (b"3", Rename, "name"),
     (b"4", Leave, None),
     (b"5", Fetch, None),
+    (b"6", Register, "name"),
+    (b"7", SessionSay, "text"),
+    (b"8", SessionFetch, "position"),
+    (b"9", SessionRename, "name"),
+    (b"0", SessionLeave, None),
 )
 """
 The request codes, the one place they are spelled: C{(code, request class,
 argument)}, the argument being the name of the request's field that holds
-it, or None for a request that takes none.  L{parse_request} and
-L{encode_request} both derive what they need from this table.
+its last argument, or None for a request that takes none.  The session
+requests (C{6} to C{0}) carry a nonce or a token, and a request number,
+before it.  L{parse_request} and L{encode_request} both derive what they
+need from this table.
 """
 
 # What the two derive, at import time.  The parser's hot path (100,000
@@ -172,6 +266,15 @@ L{encode_request} both derive what they need from this table.
 _ENCODING = {request: (code, argument) for code, request, argument in REQUEST_CODES}
 _FETCH, _LEAVE = _ENCODING[Fetch][0], _ENCODING[Leave][0]
 _JOIN, _SAY, _RENAME = (_ENCODING[request][0][0] for request in (Join, Say, Rename))
+_SESSION_CODES = {
+    code[0]: request for code, request, _ in REQUEST_CODES if request is Register or request in SESSION_REQUESTS
+}
+_REGISTER = _ENCODING[Register][0][0]
+# "6 NONCE NAME", "7 TOKEN SEQ TEXT"...: the hex and the number checked here,
+# the argument after them as the 1.0 request with that argument checks it.
+_NUMBER = rb"(0|[1-9][0-9]{0,%d})" % (MAX_NUMBER_DIGITS - 1)
+_SESSION = re.compile(rb"([0-9a-f]{%d}) %s(?: (.+))?\Z" % (TOKEN_BYTES, _NUMBER), re.DOTALL)
+_REGISTRATION = re.compile(rb"([0-9a-f]{%d}) (.+)\Z" % (TOKEN_BYTES,), re.DOTALL)
 _SPACE = ord(" ")
 _NEWLINE = ord("\n")
 
@@ -221,7 +324,9 @@ def parse_request(datagram):
     @raise IllegalMessage: for anything the protocol does not allow.
     """
     size = len(datagram)
-    if size > MAX_DATAGRAM_BYTES:
+    if size > MAX_DATAGRAM_BYTES and (
+        size > MAX_SESSION_DATAGRAM_BYTES or datagram[0] not in _SESSION_CODES
+    ):
         raise IllegalMessage(DATAGRAM_TOO_LONG)
     if size and datagram[-1] == _NEWLINE:  # cheaper than endswith()
         datagram = datagram[:-2] if datagram.endswith(b"\r\n") else datagram[:-1]
@@ -258,7 +363,53 @@ def parse_request(datagram):
         return Join(_check_name(decode(argument)))
     if code == _RENAME:
         return Rename(_check_name(decode(argument)))
-    raise IllegalMessage(UNKNOWN_CODE)
+    request = _SESSION_CODES.get(code)
+    if request is None:
+        raise IllegalMessage(UNKNOWN_CODE)
+    return _parse_session(request, argument)
+
+
+def _parse_session(request, argument):
+    # The session requests: off the 1.0 requests' path, which they must
+    # not slow down.
+    if request is Register:
+        match = _REGISTRATION.match(argument)
+        if match is None:
+            raise IllegalMessage(MALFORMED)
+        return Register(match.group(1), _check_name(decode(match.group(2))))
+    match = _SESSION.match(argument)
+    if match is None:
+        raise IllegalMessage(MALFORMED)
+    token, seq, rest = match.groups()
+    seq = int(seq)
+    if request is SessionLeave:
+        if rest is not None:
+            raise IllegalMessage(MALFORMED)
+        return SessionLeave(token, seq)
+    if rest is None:
+        raise IllegalMessage(MALFORMED)
+    if request is SessionSay:
+        return SessionSay(token, seq, _check_text(rest))
+    if request is SessionRename:
+        return SessionRename(token, seq, _check_name(decode(rest)))
+    if not _NUMBER_ONLY.match(rest):
+        raise IllegalMessage(MALFORMED)
+    return SessionFetch(token, seq, int(rest))
+
+
+_NUMBER_ONLY = re.compile(_NUMBER + rb"\Z")
+
+
+def _check_text(argument):
+    """The text of C{2 Text} (bytes), as parse_request checks it inline."""
+    if len(argument) > MAX_TEXT_BYTES:
+        raise IllegalMessage(TEXT_TOO_LONG)
+    text = decode(argument)
+    if text.isspace():
+        raise IllegalMessage(BLANK_TEXT)
+    if not text.isprintable() and _FORBIDDEN_IN_TEXT.search(text):
+        raise IllegalMessage(FORBIDDEN_CHARACTER_IN_TEXT)
+    return text
 
 
 def encode_request(request):
@@ -271,9 +422,16 @@ def encode_request(request):
         lone surrogate, as C{sys.argv} holds for bytes that are not UTF-8).
     """
     code, argument = _ENCODING[request.__class__]
+    if request.__class__ is Register:
+        return b"%s %s %s" % (code, request.nonce, request.name.encode())
+    if request.__class__ in SESSION_REQUESTS:
+        code = b"%s %s %d" % (code, request.token, request.seq)
     if argument is None:
         return code
-    return code + b" " + getattr(request, argument).encode()
+    value = getattr(request, argument)
+    if value.__class__ is int:
+        return b"%s %d" % (code, value)
+    return code + b" " + value.encode()
 
 
 def judged(request):
@@ -349,6 +507,35 @@ def dropped(count):
 
 LINE_SEPARATOR = b"\n"
 """Separates the lines of a reply to C{5}."""
+
+
+def registered(token, position):
+    """The reply to C{6 Nonce Name}: C{0 Token Position}."""
+    return b"0 %s %d" % (token, position)
+
+
+def acknowledged(seq):
+    """The reply to a session request done: its number."""
+    return b"%d" % (seq,)
+
+
+def fetched(seq, position, text):
+    """
+    The reply to C{8 Token Seq Position}: C{Seq NewPosition}, then the
+    lines (C{text}, joined by L{LINE_SEPARATOR}) after a separator.
+    """
+    head = b"%d %d" % (seq, position)
+    return head + LINE_SEPARATOR + text if text else head
+
+
+def refused(seq, reason):
+    """The reply to a session request refused: C{Seq refused Reason}."""
+    return b"%d %s %s" % (seq, REFUSED, reason.encode())
+
+
+def unknown_session(seq):
+    """The reply to a session request whose token no session has."""
+    return b"%d %s" % (seq, UNKNOWN_SESSION)
 
 
 def member_list(names, total, max_bytes):
