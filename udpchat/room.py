@@ -489,7 +489,15 @@ class Room:
         member = self._admit(source, request.name, group, now, session)
         self._sessions[token] = member
         self._nonces[request.nonce] = member
-        session.reply = wire.registered(token, member.cursor.position)
+        # The others' names, as 1 Name lists them, as far as the reply to an
+        # address not yet shown to receive may go.
+        head = wire.registered(token, member.cursor.position)
+        others = [m for m in self._members.values() if m is not member]
+        room = min(self.max_reply_bytes, session.budget) - len(head) - len(wire.LINE_SEPARATOR)
+        names = wire.member_list((m.name for m in reversed(others)), len(others), room)
+        if others and len(names) <= room:
+            head += wire.LINE_SEPARATOR + names
+        session.reply = head
         return self._budgeted(session, session.reply)
 
     def _session(self, source, address_member, request, now, datagram):
