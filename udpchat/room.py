@@ -140,21 +140,40 @@ class Session:
 
     __slots__ = ("token", "nonce", "seq", "reply", "told", "budget", "replied_to")
 
-    def __init__(self, token, nonce, reply, budget, address):
+    def __init__(self, token, nonce, reply, budget, address, seq=0, told=0):
         self.token = token
         self.nonce = nonce
-        self.seq = 0
+        self.seq = seq
         self.reply = reply
-        self.told = 0
+        self.told = told
         self.budget = budget
         self.replied_to = address  # where the reply to seq went
+
+    def state(self):
+        """A L{SessionState} of this session, as it is now."""
+        return SessionState(
+            self.token, self.nonce, self.seq, self.reply, self.told, self.budget, self.replied_to
+        )
+
+
+class SessionState(NamedTuple):
+    """What a store keeps of a member's L{Session}: each of its fields."""
+
+    token: bytes
+    nonce: bytes
+    seq: int
+    reply: object  # bytes, or None after a poll
+    told: int
+    budget: object  # int, or None once the address has shown it receives
+    replied_to: object
 
 
 class MemberState(NamedTuple):
     """
     What a store keeps of a member: enough to rebuild it.  C{position} is
     its place in the log (behind the log's first line, C{first - position}
-    lines were lost to it).
+    lines were lost to it); C{session} a L{SessionState}, for a member that
+    registered.
     """
 
     id: int
@@ -163,6 +182,7 @@ class MemberState(NamedTuple):
     position: int
     dropped: int
     last_seen: float
+    session: object = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,7 +406,13 @@ class Room:
         self._dirty = {}
         members = [
             MemberState(
-                m.id, m.source, m.name, m.cursor.position, m.dropped, m.last_seen
+                m.id,
+                m.source,
+                m.name,
+                m.cursor.position,
+                m.dropped,
+                m.last_seen,
+                None if m.session is None else m.session.state(),
             )
             for m in dirty.values()
             if m is not None
@@ -542,12 +568,14 @@ class Room:
         return self._budgeted(session, reply)
 
     def _heard(self, member, source, datagram, now):
-        # A valid session request: the member is still there.
+        # A valid session request: the member is still there, and its
+        # session changes (its number, its reply, its budget), to be saved.
         member.last_seen = now
         self._silent.move_to_end(member.source)
         session = member.session
         if session.budget is not None:
             session.budget += 3 * len(datagram)
+        self._mark(member)
 
     def _budgeted(self, session, reply):
         # Until its address has shown it receives, a member is sent at most
@@ -741,6 +769,12 @@ class Room:
                 Cursor(state.id, state.position),
             )
             member.dropped = state.dropped
+            if state.session is not None:
+                member.session = Session(*state.session[:2], state.session.reply,
+                                         state.session.budget, state.session.replied_to,
+                                         state.session.seq, state.session.told)
+                self._sessions[member.session.token] = member
+                self._nonces[member.session.nonce] = member
             restored.append(member)
             self._enter(member)
         for member in sorted(restored, key=lambda m: m.last_seen):

@@ -37,9 +37,9 @@ from twisted.logger import (
 )
 
 from udpchat.limits import TokenBuckets
-from udpchat.room import Expired, Joined, Left, Renamed
+from udpchat.room import Expired, Joined, Left, Moved, Renamed
 from udpchat.store import StateFileError, StateWriteError
-from udpchat.wire import ILLEGAL, MAX_DATAGRAM_BYTES
+from udpchat.wire import ILLEGAL, MAX_SESSION_DATAGRAM_BYTES
 
 SUMMARY_INTERVAL = 60.0
 """Seconds between two log lines counting refused and dropped datagrams."""
@@ -159,6 +159,15 @@ def log_change(log, change, idle_timeout):
             new=change.new,
             quoted_old=loggable(change.old),
             quoted_new=loggable(change.new),
+            source=source,
+        )
+        return
+    if isinstance(change, Moved):
+        log.info(
+            "{quoted_name} moved from {old} to {source}",
+            name=change.name,
+            quoted_name=loggable(change.name),
+            old=format_address(change.old),
             source=source,
         )
         return
@@ -748,7 +757,7 @@ class ChatService(Service):
         # datagram is seen as oversize, never parsed truncated.  The port is
         # what reactor.adoptDatagramPort() makes, but one that ends batches.
         self.port = BatchingPort._fromListeningDescriptor(
-            self._reactor, sock.fileno(), sock.family, self.protocol, MAX_DATAGRAM_BYTES + 1
+            self._reactor, sock.fileno(), sock.family, self.protocol, MAX_SESSION_DATAGRAM_BYTES + 1
         )
         self.port.startListening()
         sock.close()  # the port holds its own duplicate

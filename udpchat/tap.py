@@ -166,6 +166,14 @@ class Options(usage.Options):
         "datagram; see README.rst for the protocol and for the reasoning "
         "behind each limit's default."
     )
+    optFlags = [
+        [
+            "sessions-only",
+            None,
+            "Refuse '1 Name': every member registers a session, which only its "
+            "token acts for (see README.rst, Sessions).",
+        ],
+    ]
     optParameters = _ranged([
         [
             "port",
@@ -419,6 +427,7 @@ def makeService(config, reactor=None):
         group_of=limiter.group_of,
         max_members_per_group=config["max-members-per-prefix"],
         track_state=state is not None,
+        sessions_only=bool(config["sessions-only"]),
     )
     protocol = ChatServerProtocol(
         room, reactor, log_level=config["log-level"], limiter=limiter, store=state

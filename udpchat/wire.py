@@ -29,7 +29,8 @@ MAX_REQUEST_BYTES = len(b"2 ") + MAX_TEXT_BYTES
 """The largest legal request, without its optional line ending (1026)."""
 
 MAX_DATAGRAM_BYTES = MAX_REQUEST_BYTES + len(b"\r\n")
-"""The largest datagram that can hold a legal request, with "\\r\\n" (1028)."""
+"""The largest datagram that can hold a legal request C{1} to C{5}, with
+"\\r\\n" (1028); see L{MAX_SESSION_DATAGRAM_BYTES} for the others."""
 
 MAX_LINE_BYTES = 4 * MAX_NAME_CHARS + len(": ") + MAX_TEXT_BYTES
 """The longest line a member can be sent (1154): C{Name: Text} at its limits."""
@@ -319,7 +320,9 @@ def parse_request(datagram):
     Parse one datagram into a request object.
 
     @param datagram: the bytes as received, at most L{MAX_DATAGRAM_BYTES} of
-        them for a legal request (longer ones are refused, never truncated).
+        them for a legal request C{1} to C{5}, L{MAX_SESSION_DATAGRAM_BYTES}
+        for a session request (longer ones are refused, never truncated:
+        read one byte more than the latter).
     @return: a L{Join}, L{Say}, L{Rename}, L{Leave} or L{Fetch}.
     @raise IllegalMessage: for anything the protocol does not allow.
     """
