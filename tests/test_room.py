@@ -891,3 +891,204 @@ class SharedStorageTests(SynchronousTestCase):
                 expected = b"\n".join(b"Al: %d" % (j,) for j in range(i - 9, i + 1))
                 self.assertEqual(room.receive(B, b"5", 0), expected)
         self.assertEqual((peak, room.stored_lines), (10, 0))
+
+
+def counting_tokens():
+    """Tokens 0, 1, 2... as 32 hex digits: randomness injected, and fixed."""
+    count = iter(range(10**6))
+    return lambda: b"%032x" % next(count)
+
+
+TOKENS = [b"%032x" % i for i in range(4)]
+NONCES = [b"%032x" % (0xABC0 + i) for i in range(3)]
+
+
+def session_datagrams():
+    """Session requests as a client (or a confused one) might send them."""
+    token, seq = st.sampled_from(TOKENS), st.integers(0, 5)
+    return st.one_of(
+        st.builds(lambda n, name: b"6 %s %s" % (n, name), st.sampled_from(NONCES), st.sampled_from([b"Al", b"Bo", b"Sy"])),
+        st.builds(lambda t, q, text: b"7 %s %d %s" % (t, q, text), token, seq, st.sampled_from([b"hi", b"x" * 200])),
+        st.builds(lambda t, q, p: b"8 %s %d %d" % (t, q, p), token, seq, st.integers(0, 30)),
+        st.builds(lambda t, q, name: b"9 %s %d %s" % (t, q, name), token, seq, st.sampled_from([b"Al", b"Ty"])),
+        st.builds(lambda t, q: b"0 %s %d" % (t, q), token, seq),
+    )
+
+
+class SessionModelTests(SynchronousTestCase):
+    """
+    The room with sessions against the model: repeats, reordering and
+    duplicates (random numbers and positions), roaming (random sources),
+    legacy requests from a session's address, the backlog cap and the log's
+    capacity (a small C{max_pending}), and unproven addresses.
+    """
+
+    @PROPERTY
+    @given(
+        st.integers(60, 1300),
+        st.integers(1, 6),
+        st.booleans(),
+        st.lists(
+            st.tuples(
+                st.sampled_from(SOURCES),
+                st.one_of(
+                    session_datagrams(),
+                    session_datagrams(),
+                    st.sampled_from([b"1 Al", b"1 Cy", b"2 hey", b"5", b"4", b"3 Di"]),
+                ),
+                st.integers(0, 3),
+            ),
+            max_size=50,
+        ),
+    )
+    def test_room_with_sessions_follows_the_model(self, cap, max_pending, sessions_only, steps):
+        """Random session and 1.0 datagrams from a few sources, at advancing times: the room and the model reply alike, report the same events, hold the same; what the room reports rebuilds it."""
+        options = dict(max_reply_bytes=cap, max_pending=max_pending, idle_timeout=5, sessions_only=sessions_only)
+        room = Room(track_state=True, new_token=counting_tokens(), **options)
+        model = ModelRoom(cap, max_pending=max_pending, idle_timeout=5, new_token=counting_tokens(), sessions_only=sessions_only)
+        known = room.take_changes()
+        now = 0
+        for source, datagram, wait in steps:
+            now += wait
+            reply = room.receive(source, datagram, now)
+            self.assertEqual(reply, model.receive(source, datagram, now), (source, datagram))
+            self.assertLessEqual(len(reply or b""), cap)
+            changes = room.take_changes()
+            self.assertEqual(changes.events, model.take_events())
+            self.assertEqual(held(room)[:2], model.state())
+            known = known.then(changes)
+            copy = replica(known, **options)
+            everyone = room.take_changes(everyone=True)
+            known = known.then(everyone)
+            # Idle timers are reported only with everyone (they change with
+            # every request): the rest of each member is reported as it
+            # changes.
+            self.assertEqual(
+                (held(copy), timeless(copy.take_changes(everyone=True))), (held(room), timeless(everyone))
+            )
+
+
+def timeless(changes):
+    """The members of C{changes}, their idle timers left out."""
+    return sorted(state._replace(last_seen=None) for state in changes.members)
+
+
+class SessionTests(SynchronousTestCase):
+    """Sessions, rule by rule (README.rst, Sessions)."""
+
+    def setUp(self):
+        self.room = Room(new_token=counting_tokens())
+
+    def receive(self, source, datagram):
+        return self.room.receive(source, datagram, 0)
+
+    def test_registration_is_answered_with_a_token_and_a_position(self):
+        """6 Nonce Name joins like 1 Name and replies 0 Token Position, and the others' names."""
+        self.receive(B, b"1 Bo")
+        reply = self.receive(A, b"6 %s Al" % NONCES[0])
+        self.assertEqual((reply, self.receive(B, b"5")), (b"0 %s 2\nBo" % TOKENS[0], b"Al has joined"))
+
+    def test_repeated_registration_gets_the_same_reply_and_joins_once(self):
+        """A repeat of the registration (its reply was lost) gets the same reply, and nobody sees a second join."""
+        first = self.receive(A, b"6 %s Al" % NONCES[0])
+        self.receive(B, b"1 Bo")
+        again = self.receive(A, b"6 %s Al" % NONCES[0])
+        self.assertEqual((again, self.room.members()), (first, [(A, "Al"), (B, "Bo")]))
+
+    def test_repeated_say_is_queued_once(self):
+        """7 with the same number twice: one line, the same acknowledgement."""
+        self.receive(A, b"6 %s Al" % NONCES[0])
+        self.receive(B, b"1 Bo")
+        replies = [self.receive(A, b"7 %s 1 hi" % TOKENS[0]) for _ in range(3)]
+        self.assertEqual((replies, self.receive(B, b"5")), ([b"1"] * 3, b"Al: hi"))
+
+    def test_lost_poll_reply_is_repaired_by_repeating_the_poll(self):
+        """A poll names what arrived: repeating it gets the same lines; the next one releases them."""
+        self.receive(A, b"6 %s Al" % NONCES[0])
+        self.receive(B, b"1 Bo")
+        self.receive(B, b"2 one")
+        first = self.receive(A, b"8 %s 1 1" % TOKENS[0])
+        again = self.receive(A, b"8 %s 1 1" % TOKENS[0])
+        self.receive(B, b"2 two")
+        later = self.receive(A, b"8 %s 2 3" % TOKENS[0])
+        self.assertEqual((first, again, later), (b"1 3\nBo has joined\nBo: one", first, b"2 4\nBo: two"))
+
+    def test_older_request_gets_no_reply_and_changes_nothing(self):
+        """A request older than the newest seen (reordered, or a late duplicate) is ignored."""
+        self.receive(A, b"6 %s Al" % NONCES[0])
+        self.receive(B, b"1 Bo")
+        self.receive(A, b"7 %s 2 new" % TOKENS[0])
+        self.assertEqual(
+            (self.receive(A, b"7 %s 1 old" % TOKENS[0]), self.receive(B, b"5")), (None, b"Al: new")
+        )
+
+    def test_roaming_moves_the_member_without_a_join_or_leave(self):
+        """A valid request from a new address moves the member; nobody is told."""
+        self.receive(A, b"6 %s Al" % NONCES[0])
+        self.receive(B, b"1 Bo")
+        self.receive(A, b"8 %s 1 1" % TOKENS[0])  # its address has shown it receives
+        self.assertEqual(self.receive(D, b"7 %s 2 from afar" % TOKENS[0]), b"2")
+        self.assertEqual(
+            (self.room.members(), self.receive(B, b"5"), self.receive(A, b"5")),
+            ([(D, "Al"), (B, "Bo")], b"Al: from afar", ILLEGAL),
+        )
+
+    def test_older_request_from_a_new_address_does_not_move_the_member(self):
+        """Only a request not older than the newest seen may move a member."""
+        self.receive(A, b"6 %s Al" % NONCES[0])
+        self.receive(A, b"7 %s 2 hi" % TOKENS[0])
+        self.assertEqual((self.receive(D, b"7 %s 1 old" % TOKENS[0]), self.room.members()), (None, [(A, "Al")]))
+
+    def test_legacy_requests_from_a_session_members_address_are_refused(self):
+        """2 to 5 from the address of a session member change nothing: only the token acts for it."""
+        self.receive(A, b"6 %s Al" % NONCES[0])
+        self.receive(B, b"1 Bo")
+        replies = [self.receive(A, d) for d in (b"2 forged", b"3 Evil", b"4", b"5", b"1 Al2")]
+        self.assertEqual(
+            (replies, self.room.members(), self.receive(B, b"5")),
+            ([ILLEGAL] * 5, [(A, "Al"), (B, "Bo")], b""),
+        )
+
+    def test_unknown_token_is_told(self):
+        """A request with a token no session has: Seq unknown, so that the client registers again."""
+        self.assertEqual(self.receive(A, b"8 %s 4 0" % TOKENS[3]), b"4 unknown")
+
+    def test_leave_ends_the_session(self):
+        """0 leaves as 4 does; a repeat then finds no session."""
+        self.receive(A, b"6 %s Al" % NONCES[0])
+        self.receive(B, b"1 Bo")
+        self.assertEqual(
+            (self.receive(A, b"0 %s 1" % TOKENS[0]), self.receive(A, b"0 %s 1" % TOKENS[0]), self.receive(B, b"5")),
+            (b"1", b"1 unknown", b"Al has left the group"),
+        )
+
+    def test_unproven_address_gets_at_most_three_times_what_it_sent(self):
+        """After a move, replies to the new address add up to at most 3x the bytes from it, until it shows it receives."""
+        self.room = Room(new_token=counting_tokens())
+        self.receive(A, b"6 %s Al" % NONCES[0])
+        self.receive(B, b"1 Bo")
+        self.receive(A, b"8 %s 1 1" % TOKENS[0])
+        for n in range(20):
+            self.receive(B, b"2 " + b"%02d" % n + b"x" * 100)
+        poll = b"8 %s 2 2" % TOKENS[0]
+        moved = self.receive(D, poll)
+        again = self.receive(D, poll)
+        position = int(again.split(b"\n")[0].split()[1])
+        proven = self.receive(D, b"8 %s 3 %d" % (TOKENS[0], position))
+        self.assertLessEqual(len(moved) + len(again), 3 * 2 * len(poll))
+        self.assertGreater(len(proven), 3 * len(poll))
+
+    def test_sessions_only_refuses_join(self):
+        """With sessions_only, 1 Name is refused and 6 Nonce Name accepted."""
+        self.room = Room(new_token=counting_tokens(), sessions_only=True)
+        self.assertEqual(
+            (self.receive(A, b"1 Al"), self.receive(B, b"6 %s Bo" % NONCES[0])), (ILLEGAL, b"0 %s 1" % TOKENS[0])
+        )
+
+    def test_idle_timeout_counts_from_the_last_valid_session_request(self):
+        """Forged legacy requests from its address do not keep a session member; its session requests do."""
+        self.room = Room(new_token=counting_tokens(), idle_timeout=10)
+        self.room.receive(A, b"6 %s Al" % NONCES[0], 0)
+        self.room.receive(A, b"5", 9)
+        self.room.receive(B, b"1 Bo", 11)
+        self.assertEqual(self.room.members(), [(B, "Bo")])

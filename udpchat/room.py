@@ -312,8 +312,8 @@ class Room:
         # No member can expire before this time (a lower bound).
         self._next_expiry = float("inf") if not self.idle_timeout else 0.0
         self._next_id = 0
-        self._members = {}  # source -> Member, in join order
-        self._ids = {}  # id -> Member
+        self._members = {}  # source -> Member
+        self._ids = {}  # id -> Member, in join order
         self._names = {}  # name -> Member
         self._silent = OrderedDict()  # source -> Member, longest silent first
         self._groups = {}  # group -> how many members it has
@@ -426,7 +426,7 @@ class Room:
         """
         The members as C{(source, name)} pairs, in join order.
         """
-        return [(m.source, m.name) for m in self._members.values()]
+        return [(m.source, m.name) for m in self._ids.values()]
 
     def pending(self, source):
         """
@@ -462,7 +462,7 @@ class Room:
         if self.sessions_only:
             raise IllegalMessage(wire.LEGACY_REFUSED)
         group = self._check_admission(source, request.name)
-        others = self._members
+        others = self._ids  # in join order, whoever moved
         reply = wire.member_list(
             (m.name for m in reversed(others.values())),
             len(others),
@@ -518,7 +518,7 @@ class Room:
         # The others' names, as 1 Name lists them, as far as the reply to an
         # address not yet shown to receive may go.
         head = wire.registered(token, member.cursor.position)
-        others = [m for m in self._members.values() if m is not member]
+        others = [m for m in self._ids.values() if m is not member]
         room = min(self.max_reply_bytes, session.budget) - len(head) - len(wire.LINE_SEPARATOR)
         names = wire.member_list((m.name for m in reversed(others)), len(others), room)
         if others and len(names) <= room:
@@ -650,7 +650,7 @@ class Room:
             notice = wire.dropped(member.dropped)
             budget -= len(notice) + len(wire.LINE_SEPARATOR)
             session.told = member.dropped
-        text, position = log.look(cursor, budget) if budget >= 0 else (b"", cursor.position)
+        text, position = log.look(cursor, max(budget, 0))
         if notice:
             text = notice + wire.LINE_SEPARATOR + text if text else notice
         return wire.fetched(seq, position, text)
