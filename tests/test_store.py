@@ -17,6 +17,15 @@ from udpchat import store
 from udpchat.room import MemberState, Room
 from udpchat.store import StateFileError, StateWriteError, Store, check, lock
 
+TOKEN, NONCE = b"%032x" % 0, b"%032x" % 0xABC
+SESSION_DATAGRAMS = [
+    b"6 %s Sy" % NONCE, b"7 %s 1 s" % TOKEN, b"7 %s 2 t" % TOKEN, b"8 %s 3 3" % TOKEN,
+    b"8 %s 3 6" % TOKEN, b"9 %s 4 Ty" % TOKEN, b"0 %s 5" % TOKEN,
+]
+"""A session's requests (its token is the first the test rooms give out)."""
+
+SESSION_COLUMNS = ["token", "nonce", "seq", "reply", "told", "budget", "replied_host", "replied_port"]
+
 
 def state(room):
     """
@@ -387,7 +396,10 @@ class RoundTripTests(StoreTestCase):
         st.lists(
             st.tuples(
                 st.sampled_from([StoreTestCase.A, StoreTestCase.B, StoreTestCase.C]),
-                st.sampled_from([b"1 Al", b"1 Bo", b"1 Cy", b"2 x", b"2 yy", b"3 Di", b"4", b"5", b"5", b"junk"]),
+                st.sampled_from(
+                    [b"1 Al", b"1 Bo", b"1 Cy", b"2 x", b"2 yy", b"3 Di", b"4", b"5", b"5", b"junk"]
+                    + SESSION_DATAGRAMS
+                ),
                 st.booleans(),
             ),
             max_size=40,
@@ -395,9 +407,10 @@ class RoundTripTests(StoreTestCase):
         st.integers(1, 4),
     )
     def test_restart_after_any_commit_gives_the_same_room(self, steps, max_pending):
-        """At any commit, a room read back from the file is the room that was saved, and behaves the same."""
+        """At any commit, a room read back from the file is the room that was saved (sessions too), and behaves the same."""
         options = dict(max_pending=max_pending, max_reply_bytes=30)
-        room = Room(track_state=True, **options)
+        tokens = iter(range(100))
+        room = Room(track_state=True, new_token=lambda: b"%032x" % next(tokens), **options)
         with tempfile.TemporaryDirectory() as directory:
             saved = Store(os.path.join(directory, "room.db"))
             saved.open()
@@ -475,6 +488,41 @@ class MigrationTests(StoreTestCase):
         finally:
             connection.close()
 
+    def test_version_2_file_is_migrated_on_open(self):
+        """A version 2 file (before sessions) opens as version 3, its members without sessions."""
+        room = Room(track_state=True)
+        saved = self.open(room)
+        room.receive(self.A, b"1 Al", 0)
+        room.receive(self.B, b"1 Bo", 0)
+        room.receive(self.A, b"2 hi", 0)
+        commit(saved, room)
+        saved.close()
+        connection = sqlite3.connect(self.path, isolation_level=None)
+        connection.executescript(
+            """
+            BEGIN;
+            CREATE TABLE members_2 (
+                id INTEGER PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL,
+                name TEXT NOT NULL, position INTEGER NOT NULL, dropped INTEGER NOT NULL,
+                last_seen REAL NOT NULL
+            );
+            INSERT INTO members_2 SELECT id, host, port, name, position, dropped, last_seen FROM members;
+            DROP TABLE members;
+            ALTER TABLE members_2 RENAME TO members;
+            PRAGMA user_version = 2;
+            COMMIT;
+            """
+        )
+        connection.close()
+        check(self.path)
+        again = self.reopen(shared=True)
+        connection = sqlite3.connect(self.path)
+        self.addCleanup(connection.close)
+        self.assertEqual(
+            (connection.execute("PRAGMA user_version").fetchone()[0], again.members(), again.receive(self.B, b"5", 0)),
+            (3, [(self.A, "Al"), (self.B, "Bo")], b"Al: hi"),
+        )
+
     def test_version_1_file_passes_the_check_untouched(self):
         """L{check} accepts a version 1 file, and writes nothing to it."""
         self.write_version_1()
@@ -485,7 +533,7 @@ class MigrationTests(StoreTestCase):
             self.assertEqual(f.read(), before)
 
     def test_version_1_file_is_migrated_on_open(self):
-        """Opening a version 1 file keeps its members, lines and lost-line counts, and makes it version 2."""
+        """Opening a version 1 file keeps its members, lines and lost-line counts, and makes it version 3."""
         self.write_version_1()
         room = self.reopen(now=100, shared=True)
         restored = (state(room), whole(room.take_changes(everyone=True)))
@@ -501,7 +549,7 @@ class MigrationTests(StoreTestCase):
         self.assertEqual(
             (schema, restored, poll, [m.id for m in room.take_changes().members]),
             (
-                (2, ["id", "host", "port", "name", "position", "dropped", "last_seen"]),
+                (3, ["id", "host", "port", "name", "position", "dropped", "last_seen", *SESSION_COLUMNS]),
                 (
                     (
                         [(self.A, "Al"), (self.B, "Bo")],
@@ -560,10 +608,10 @@ class CheckTests(StoreTestCase):
         room = Room(track_state=True)
         self.open(room).close()
         connection = sqlite3.connect(self.path)
-        connection.execute("PRAGMA user_version = 3")
+        connection.execute("PRAGMA user_version = 4")
         connection.commit()
         connection.close()
-        self.assert_refused(self.path, "has schema version 3; this udpchat reads versions 1, 2")
+        self.assert_refused(self.path, "has schema version 4; this udpchat reads versions 1, 2, 3")
 
     def test_empty_name(self):
         """An empty path, or one naming a directory, is not a file name."""
@@ -668,7 +716,8 @@ class ValueTests(StoreTestCase):
             ("UPDATE lines SET line = x'ff00' WHERE sequence = 3", "lines sequence 3: line = b'\\xff\\x00'"),
             ("UPDATE lines SET line = 'text' WHERE sequence = 3", "lines sequence 3: line = 'text'"),
             ("DELETE FROM lines WHERE sequence = 2", "no lines sequence 2, yet a line 3"),
-            ("ALTER TABLE members ADD COLUMN extra", "the columns members(id, host, port, name, position, dropped, last_seen, extra)"),
+            ("ALTER TABLE members ADD COLUMN extra", "the columns members(id, host, port, name, position, dropped, last_seen, "
+             "token, nonce, seq, reply, told, budget, replied_host, replied_port, extra)"),
             ("CREATE TRIGGER t AFTER INSERT ON lines BEGIN SELECT 1; END", "the trigger t"),
             ("CREATE TABLE more (x)", "the table more"),
         ]

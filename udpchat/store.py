@@ -35,12 +35,13 @@ from ipaddress import ip_address
 from urllib.parse import quote
 
 from udpchat import wire
-from udpchat.room import MemberState
+from udpchat.room import MemberState, SessionState
 
 APPLICATION_ID = 0x75647063  # "udpc"
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
-"""Version 1 (udpchat 1.0) is migrated to version 2 when the file is opened."""
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+"""Versions 1 (udpchat 1.0) and 2 are migrated to version 3 when the file is
+opened."""
 SYNCHRONOUS = ("normal", "full")
 
 WAL_BYTES = 32 * 1024 * 1024
@@ -53,12 +54,20 @@ to the write-ahead log whole, and rows are small.
 """
 
 _SAVE_MEMBER = """
-INSERT INTO members VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO members VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
+    host = excluded.host,
+    port = excluded.port,
     name = excluded.name,
     position = excluded.position,
     dropped = excluded.dropped,
-    last_seen = excluded.last_seen
+    last_seen = excluded.last_seen,
+    seq = excluded.seq,
+    reply = excluded.reply,
+    told = excluded.told,
+    budget = excluded.budget,
+    replied_host = excluded.replied_host,
+    replied_port = excluded.replied_port
 """
 
 _SCHEMA = """
@@ -78,7 +87,17 @@ CREATE TABLE members (
     -- sequence number minus this is how many lines the member lost.
     position INTEGER NOT NULL,
     dropped INTEGER NOT NULL,
-    last_seen REAL NOT NULL
+    last_seen REAL NOT NULL,
+    -- A member that registered a session (README.rst, Sessions); NULL for
+    -- one that joined with 1 Name.
+    token TEXT,
+    nonce TEXT,
+    seq INTEGER,              -- its newest request
+    reply BLOB,               -- the reply to it; NULL for a poll's
+    told INTEGER,             -- dropped lines that the reply told of
+    budget INTEGER,           -- bytes its address may still be sent, or NULL
+    replied_host TEXT,        -- where the reply to seq went
+    replied_port INTEGER
 );
 CREATE TABLE lines (
     sequence INTEGER PRIMARY KEY,
@@ -96,12 +115,30 @@ ALTER TABLE members DROP COLUMN own_forgotten;
 PRAGMA user_version = 2;
 """
 
+# Version 3 adds the sessions, each in its member's row.
+_MIGRATE_FROM_2 = """
+ALTER TABLE members ADD COLUMN token TEXT;
+ALTER TABLE members ADD COLUMN nonce TEXT;
+ALTER TABLE members ADD COLUMN seq INTEGER;
+ALTER TABLE members ADD COLUMN reply BLOB;
+ALTER TABLE members ADD COLUMN told INTEGER;
+ALTER TABLE members ADD COLUMN budget INTEGER;
+ALTER TABLE members ADD COLUMN replied_host TEXT;
+ALTER TABLE members ADD COLUMN replied_port INTEGER;
+PRAGMA user_version = 3;
+"""
+
+_SESSION_COLUMNS = ("token", "nonce", "seq", "reply", "told", "budget", "replied_host", "replied_port")
+
 _COLUMNS = {
     "room": ("singleton", "next_id", "saved_at"),
-    "members": ("id", "host", "port", "name", "position", "dropped", "last_seen"),
+    "members": ("id", "host", "port", "name", "position", "dropped", "last_seen", *_SESSION_COLUMNS),
     "lines": ("sequence", "author", "line"),
 }
-"""The tables of a state file and their columns, in order (version 2)."""
+"""The tables of a state file and their columns, in order (version 3)."""
+
+_MEMBER_COLUMNS_2 = ("id", "host", "port", "name", "position", "dropped", "last_seen")
+"""The columns of C{members} in version 2."""
 
 _MEMBER_COLUMNS_1 = (
     "id", "host", "port", "name", "position", "own_forgotten", "dropped", "last_seen"
@@ -151,6 +188,24 @@ def _line(value):
     return wire.LINE_SEPARATOR not in value
 
 
+def _hex(value):
+    return (
+        type(value) is str
+        and len(value) == wire.TOKEN_BYTES
+        and all(char in "0123456789abcdef" for char in value)
+    )
+
+
+def _reply(value):
+    # What a session request other than a poll is answered: its number,
+    # with a refusal, or a registration.
+    return type(value) is bytes and 0 < len(value) <= wire.MAX_SESSION_DATAGRAM_BYTES + 1200
+
+
+def _or_none(check):
+    return lambda value: value is None or check(value)
+
+
 _VALID = {
     "singleton": lambda value: value == 0 and type(value) is int,
     "next_id": _count,
@@ -166,6 +221,14 @@ _VALID = {
     "sequence": _count,
     "author": lambda value: value is None or _count(value),
     "line": _line,
+    "token": _or_none(_hex),
+    "nonce": _or_none(_hex),
+    "seq": _or_none(_count),
+    "reply": _or_none(_reply),
+    "told": _or_none(_count),
+    "budget": _or_none(_count),
+    "replied_host": _or_none(_host),
+    "replied_port": _or_none(lambda value: type(value) is int and 0 <= value <= 65535),
 }
 
 
@@ -322,6 +385,8 @@ def _read(connection, path, whole=True):
     (version,) = connection.execute("PRAGMA user_version").fetchone()
     if version == 1:
         columns["members"] = _MEMBER_COLUMNS_1
+    elif version == 2:
+        columns["members"] = _MEMBER_COLUMNS_2
     if whole:
         _check_schema(connection, path, columns, refuse)
 
@@ -339,7 +404,7 @@ def _read(connection, path, whole=True):
         raise refuse(f"{len(room)} rows in the table room")
     ((_, next_id, saved_at),) = room
     members = []
-    sources, names = set(), set()
+    sources, names, tokens = set(), set(), set()
     for row in rows("members"):
         member = dict(zip(columns["members"], row))
         id, source, name = member["id"], (member["host"], member["port"]), member["name"]
@@ -353,7 +418,15 @@ def _read(connection, path, whole=True):
         names.add(name)
         position = member["position"] + member.get("own_forgotten", 0)
         members.append(
-            MemberState(id, source, name, position, member["dropped"], member["last_seen"])
+            MemberState(
+                id,
+                source,
+                name,
+                position,
+                member["dropped"],
+                member["last_seen"],
+                _session(member, refuse, tokens),
+            )
         )
     lines = list(rows("lines"))
     first = lines[0][0] if lines else max((member.position for member in members), default=0)
@@ -373,6 +446,24 @@ def _read(connection, path, whole=True):
                 f"beyond the lines held ({first} to {end - 1})"
             )
     return next_id, saved_at, members, lines, first
+
+
+def _session(member, refuse, tokens):
+    # A member's session, if it has one: all of its columns, or none but
+    # the reply and the budget.
+    values = [member.get(column) for column in _SESSION_COLUMNS]
+    if member.get("token") is None:
+        if any(value is not None for value in values):
+            raise refuse(f"members id {member['id']}: a session without a token")
+        return None
+    token, nonce, seq, reply, told, budget, host, port = values
+    if None in (nonce, seq, told, host, port):
+        raise refuse(f"members id {member['id']}: a session with a column missing")
+    for value in (token, nonce):
+        if value in tokens:
+            raise refuse(f"members id {member['id']}: a token or a nonce that another session has")
+        tokens.add(value)
+    return SessionState(token.encode(), nonce.encode(), seq, reply, told, budget, (host, port))
 
 
 def _check_schema(connection, path, columns, refuse):
@@ -453,6 +544,22 @@ def _take_lock(path):
     return fd
 
 
+_NO_SESSION = (None,) * len(_SESSION_COLUMNS)
+
+
+def _member_row(state):
+    # A MemberState as the columns of members.
+    session = state.session
+    if session is None:
+        return (state.id, *state.source[:2], state.name, state.position, state.dropped,
+                state.last_seen, *_NO_SESSION)
+    return (
+        state.id, *state.source[:2], state.name, state.position, state.dropped, state.last_seen,
+        session.token.decode(), session.nonce.decode(), session.seq, session.reply, session.told,
+        session.budget, *session.replied_to[:2],
+    )
+
+
 def _roll_back(connection):
     # After some errors (a full disk among them) SQLite has rolled back
     # already; a failing ROLLBACK must not hide the error that matters.
@@ -526,7 +633,9 @@ class Store:
             _check_identity(connection, path)
             (version,) = connection.execute("PRAGMA user_version").fetchone()
             if version == 1:
-                connection.executescript(f"BEGIN; {_MIGRATE_FROM_1} COMMIT;")
+                connection.executescript(f"BEGIN; {_MIGRATE_FROM_1} {_MIGRATE_FROM_2} COMMIT;")
+            elif version == 2:
+                connection.executescript(f"BEGIN; {_MIGRATE_FROM_2} COMMIT;")
             connection.execute("PRAGMA journal_mode = WAL")
             (page_bytes,) = connection.execute("PRAGMA page_size").fetchone()
             connection.execute(f"PRAGMA wal_autocheckpoint = {WAL_BYTES // page_bytes}")
@@ -623,10 +732,7 @@ class Store:
                     "DELETE FROM members WHERE id = ?", [(id,) for id in changes.removed]
                 )
             if changes.members:
-                connection.executemany(
-                    _SAVE_MEMBER,
-                    [(m.id, *m.source[:2], m.name, m.position, m.dropped, m.last_seen) for m in changes.members],
-                )
+                connection.executemany(_SAVE_MEMBER, [_member_row(m) for m in changes.members])
             if changes.lines:
                 connection.executemany("INSERT INTO lines VALUES (?, ?, ?)", changes.lines)
             if changes.first != self._saved_first:
