@@ -829,3 +829,15 @@ class ReadingTests(SynchronousTestCase):
             [wire.line_kind(line) for line in wire.reply_lines(wire.LINE_SEPARATOR.join(lines))],
             [wire.CHAT_LINE] + [wire.EVENT_LINE] * 3 + [wire.DROPPED_NOTICE],
         )
+
+
+class RedactedTests(SynchronousTestCase):
+    """What a debug log shows of a datagram: never a session's token."""
+
+    def test_token_and_nonce_are_hidden(self):
+        """The token (or nonce) of a session request is replaced; everything else is shown as sent."""
+        token = b"0123456789abcdef" * 2
+        self.assertEqual(
+            [wire.redacted(d) for d in (b"7 " + token + b" 3 hi", b"6 " + token + b" Al", b"2 hi", b"5", b"0")],
+            [b"7 <token> 3 hi", b"6 <token> Al", b"2 hi", b"5", b"0"],
+        )

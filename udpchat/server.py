@@ -39,7 +39,7 @@ from twisted.logger import (
 from udpchat.limits import TokenBuckets
 from udpchat.room import Expired, Joined, Left, Moved, Renamed
 from udpchat.store import StateFileError, StateWriteError
-from udpchat.wire import ILLEGAL, MAX_SESSION_DATAGRAM_BYTES
+from udpchat.wire import ILLEGAL, MAX_SESSION_DATAGRAM_BYTES, redacted
 
 SUMMARY_INTERVAL = 60.0
 """Seconds between two log lines counting refused and dropped datagrams."""
@@ -331,7 +331,7 @@ class ChatServerProtocol(DatagramProtocol):
                 self.log.debug(
                     "{source} sent {datagram!r}",
                     source=format_address(source),
-                    datagram=datagram,
+                    datagram=redacted(datagram),
                 )
             reply = self._receive(source, datagram, now)
             if reply is ILLEGAL:

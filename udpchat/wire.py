@@ -415,6 +415,16 @@ def _check_text(argument):
     return text
 
 
+def redacted(datagram):
+    """
+    C{datagram} as a log may show it: a session request's token or nonce
+    (a secret that acts for the member) replaced by C{<token>}.
+    """
+    if len(datagram) > 2 and datagram[0] in _SESSION_CODES and datagram[1] == _SPACE:
+        return datagram[:2] + b"<token>" + datagram[2 + TOKEN_BYTES :]
+    return datagram
+
+
 def encode_request(request):
     """
     The datagram that carries C{request} (for clients): C{b"1 Alice"},
@@ -611,3 +621,87 @@ def line_kind(line):
     if ": " not in line and _EVENT.match(line):
         return EVENT_LINE
     return CHAT_LINE
+
+
+# ---------------------------------------------------------------------------
+# Reading the replies to session requests (for clients): added with the
+# client side of sessions (L{udpchat.reliable}).  The forms are those that
+# L{registered}, L{acknowledged}, L{fetched}, L{refused} and
+# L{unknown_session} build.
+
+REGISTERED_REPLY = "registered"
+"""C{0 Token Position}, then C{\\n} and the other members' names, if any."""
+
+DONE_REPLY = "done"
+"""C{Seq}: the request is done (or was done before)."""
+
+FETCHED_REPLY = "fetched"
+"""C{Seq NewPosition}, then C{\\n} and the lines, if any."""
+
+REFUSED_REPLY = "refused"
+"""C{Seq refused Reason}: the request changed nothing."""
+
+UNKNOWN_REPLY = "unknown"
+"""C{Seq unknown}: no session has the token."""
+
+
+@dataclass(slots=True)
+class SessionReply:
+    """
+    A reply to a session request, as L{parse_session_reply} reads it.
+
+    @ivar kind: L{REGISTERED_REPLY}, L{DONE_REPLY}, L{FETCHED_REPLY},
+        L{REFUSED_REPLY} or L{UNKNOWN_REPLY}.
+    @ivar seq: the number of the request answered (0 for a registration).
+    @ivar token: a registration's token (bytes), else None.
+    @ivar position: where to read from next, after a registration or a
+        poll, else None.
+    @ivar reason: a refusal's reason (text, one of the constants above
+        from this project's server), else None.
+    @ivar body: what follows the first line: the member list of a
+        registration, the lines of a poll; empty when nothing does.
+    """
+
+    kind: str
+    seq: int
+    token: bytes = None
+    position: int = None
+    reason: str = None
+    body: bytes = b""
+
+
+_TOKEN_ONLY = re.compile(rb"[0-9a-f]{%d}\Z" % (TOKEN_BYTES,))
+
+
+def parse_session_reply(datagram):
+    """
+    Read a server's reply to a session request (C{6} to C{0}).
+
+    @return: a L{SessionReply}.
+    @raise IllegalMessage: with L{MALFORMED} for anything else, L{ILLEGAL}
+        included (the caller compares with that first).
+    """
+    head, separator, body = datagram.partition(LINE_SEPARATOR)
+    fields = head.split(b" ", 2)
+    if not _NUMBER_ONLY.match(fields[0]):
+        raise IllegalMessage(MALFORMED)
+    seq = int(fields[0])
+    count = len(fields)
+    if count == 1:
+        if not separator:
+            return SessionReply(DONE_REPLY, seq)
+    elif fields[1] == REFUSED:
+        if not separator:
+            reason = readable(fields[2]) if count == 3 else ""
+            return SessionReply(REFUSED_REPLY, seq, reason=reason)
+    elif fields[1] == UNKNOWN_SESSION:
+        if count == 2 and not separator:
+            return SessionReply(UNKNOWN_REPLY, seq)
+    elif count == 2:
+        if _NUMBER_ONLY.match(fields[1]):
+            return SessionReply(FETCHED_REPLY, seq, position=int(fields[1]), body=body)
+    elif seq == 0 and _TOKEN_ONLY.match(fields[1]) and _NUMBER_ONLY.match(fields[2]):
+        return SessionReply(
+            REGISTERED_REPLY, seq, token=fields[1], position=int(fields[2]), body=body
+        )
+    raise IllegalMessage(MALFORMED)
