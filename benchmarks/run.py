@@ -4,6 +4,7 @@ real C{twistd -n udpchat}, against a bare Twisted echo server as the ceiling.
 
     venv/bin/python benchmarks/run.py [--sizes 10,100,1000,10000] [--duration 8]
         [--output FILE] [--compare OLD.json] [--server-arg=--max-members=20000]
+        [--state-sizes 10,1000] [--session-sizes 10,1000] [--loss-runs 1,10]
 
 For each room size a fresh server is started on a free loopback port; the
 members join (C{1 m<i>}, one UDP socket each), and the last C{--active} of
@@ -12,6 +13,12 @@ C{5}, waiting for the reply, and again, for C{--duration} seconds after a
 short warm-up.  The other members never poll: their backlog is what the
 server must hold.  The echo server gets the same generator in the same run,
 so the ratios hold on whatever machine runs them.
+
+With C{--session-sizes}, sizes are run again with sessions (issue 13): every
+member registers (C{6}), and the active ones send C{7} and C{8} in the same
+closed loop.  With C{--loss-runs}, a few members chat through a simulated
+loss, 1.0 members and then session members, and the lines delivered exactly
+once are counted.
 
 The generator is one process (this one), plain non-blocking sockets and
 epoll, so that it costs the box as little as possible: on a 2-core machine
@@ -24,10 +31,13 @@ benchmarks/README.rst.
 """
 
 import argparse
+import collections
+import functools
 import json
 import math
 import os
 import platform
+import random
 import re
 import resource
 import select
@@ -327,9 +337,10 @@ def percentile(ordered, fraction):
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)] * 1000
 
 
-def measure(server, sockets, args):
+def measure(server, sockets, args, make_loop=ClosedLoop):
     """
-    Warm up, then drive C{sockets} for C{args.duration} seconds, in slices of
+    Warm up, then drive C{sockets} for C{args.duration} seconds (in the
+    closed loop that C{make_loop(sockets, timeout)} makes), in slices of
     one second, taking the CPU used by the server, by this generator and by
     the rest of the machine in each.
 
@@ -338,7 +349,7 @@ def measure(server, sockets, args):
     C{args.max_other} are set aside, unless all are.  Each figure is the
     median over the slices kept; the JSON keeps every slice's rate.
     """
-    loop = ClosedLoop(sockets, args.timeout)
+    loop = make_loop(sockets, args.timeout)
     try:
         loop.run(args.warmup)
         slices = [measure_slice(loop, server) for _ in range(max(1, round(args.duration)))]
@@ -418,10 +429,11 @@ def run_echo(args):
         server.stop()
 
 
-def run_udpchat(args, members, max_members):
+def run_udpchat(args, members, max_members, sessions=False):
     """
     A fresh server per size, so that its peak RSS is this size's alone.  The
-    idle members join first and the active ones last.
+    idle members join first and the active ones last; with C{sessions},
+    every member registers (C{6}) and the active ones send C{7} and C{8}.
     """
     server_args = substitute(args.server_arg, members)
     if (
@@ -439,10 +451,16 @@ def run_udpchat(args, members, max_members):
     try:
         rss_before = server.memory_kib("VmRSS")
         started = time.perf_counter()
-        register(server.port, [f"m{i}" for i in range(members)], args.timeout, sockets)
+        names = [f"m{i}" for i in range(members)]
+        make_loop = ClosedLoop
+        if sessions:
+            active = register_sessions(server.port, names, args.timeout, sockets)[-args.active :]
+            make_loop = functools.partial(SessionClosedLoop, sessions=active)
+        else:
+            register(server.port, names, args.timeout, sockets)
         join_seconds = time.perf_counter() - started
         rss_joined = server.memory_kib("VmRSS")
-        result = measure(server, sockets[-args.active :], args)
+        result = measure(server, sockets[-args.active :], args, make_loop)
         result.update(
             members=members,
             argv=argv,
@@ -605,7 +623,7 @@ def targets(results):
             and key in TIMED
             and any(run and run.get("slices_kept") == 0 for run in used),
         })
-    return checks
+    return checks + session_targets(results)
 
 
 def state_table(results):
@@ -671,6 +689,492 @@ def compare(new, old, old_name):
             row(f"{run['members']:,}", run, old_runs[run["members"]])
 
 
+# -- sessions (issue 13) -----------------------------------------------------------
+#
+# The same closed loop with session requests (7 and 8, each member with its
+# token, numbering its requests, its polls naming the position the last poll
+# gave), beside the 1.0 figures of the same size; and the fraction of lines
+# delivered exactly once when datagrams are lost, for both protocols.
+
+
+def register_sessions(port, names, timeout, sockets, tries=5):
+    """
+    Register one session member per name (C{6 Nonce Name}), each from a new
+    socket appended to C{sockets} (the caller closes them), C{JOIN_BATCH} at
+    a time; a registration unanswered is sent again, the same bytes, as the
+    protocol allows.
+
+    @return: C{[token, position]} for each socket, in order.
+    @raise BenchmarkError: if the server refuses one, or has no sessions.
+    """
+    sessions = []
+    for first in range(0, len(names), JOIN_BATCH):
+        pending, batch = {}, []
+        with select.epoll() as epoll:
+            for name in names[first : first + JOIN_BATCH]:
+                sock = member_socket(port)
+                sockets.append(sock)
+                datagram = b"6 %s %s" % (os.urandom(16).hex().encode(), name.encode())
+                entry = [None, None]
+                batch.append(entry)
+                pending[sock.fileno()] = (sock, datagram, entry)
+                epoll.register(sock.fileno(), select.EPOLLIN)
+            for _ in range(tries):
+                for sock, datagram, _ in pending.values():
+                    sock.send(datagram)
+                deadline = time.monotonic() + timeout
+                while pending and time.monotonic() < deadline:
+                    for fd, _ in epoll.poll(max(0.0, deadline - time.monotonic())):
+                        sock, datagram, entry = pending[fd]
+                        try:
+                            reply = sock.recv(RECV_BYTES)
+                        except OSError:
+                            continue
+                        if not reply.startswith(b"0 "):
+                            raise BenchmarkError(
+                                f"the server answered {datagram[:50]!r} with {reply[:50]!r}: "
+                                "no sessions (udpchat 1.0), or a member cap "
+                                "(try --server-arg=--max-members=N)"
+                            )
+                        _, token, position = reply.split(b"\n", 1)[0].split(b" ")
+                        entry[:] = [token, position]
+                        epoll.unregister(fd)
+                        del pending[fd]
+                if not pending:
+                    break
+            else:
+                raise BenchmarkError(f"{len(pending)} registrations got no reply in {tries} tries")
+        sessions.extend(batch)
+    for sock in sockets:
+        drain(sock)  # late duplicates of repeated registrations
+    return sessions
+
+
+class SessionClosedLoop:
+    """
+    L{ClosedLoop} with session requests: each active member has one request
+    in flight, C{7 Token Seq <n>}, then C{8 Token Seq Position} once the
+    first is answered, and so on, C{Position} being the one the last poll's
+    reply gave.  A request unanswered within C{timeout} is counted and sent
+    again, the same bytes, as a session client does; a reply that does not
+    answer the request in flight (a late one) is ignored.
+    """
+
+    def __init__(self, sockets, timeout, sessions):
+        self.sockets = sockets
+        self.timeout = timeout
+        self.tokens = [token for token, _ in sessions]
+        self.positions = [position for _, position in sessions]
+        self.by_fd = {sock.fileno(): i for i, sock in enumerate(sockets)}
+        self.epoll = select.epoll()
+        for sock in sockets:
+            self.epoll.register(sock.fileno(), select.EPOLLIN)
+        self.polling = [True] * len(sockets)  # so that each begins with a 7
+        self.seqs = [0] * len(sockets)
+        self.expected = [b""] * len(sockets)  # the number the reply must carry
+        self.requests = [b""] * len(sockets)  # the request in flight, to repeat
+        self.sent_at = [0.0] * len(sockets)
+        self.counter = 0
+        now = time.perf_counter()
+        for i in range(len(sockets)):
+            self._next(i, now)
+
+    def _next(self, i, now):
+        """Send member C{i}'s next request."""
+        self.seqs[i] += 1
+        seq = self.seqs[i]
+        if self.polling[i]:
+            self.counter += 1
+            request = b"7 %s %d %d" % (self.tokens[i], seq, self.counter)
+        else:
+            request = b"8 %s %d %s" % (self.tokens[i], seq, self.positions[i])
+        self.polling[i] = not self.polling[i]
+        self.expected[i] = b"%d" % seq
+        self.requests[i] = request
+        self._send(i, now)
+
+    def _send(self, i, now):
+        try:
+            self.sockets[i].send(self.requests[i])
+        except OSError:
+            pass  # it will time out, and be sent again
+        self.sent_at[i] = now
+
+    def run(self, seconds):
+        """
+        Run for C{seconds}; return (replies, poll latencies in seconds, timeouts).
+        """
+        clock = time.perf_counter
+        poll = self.epoll.poll
+        by_fd, sockets, tokens = self.by_fd, self.sockets, self.tokens
+        polling, sent_at, timeout = self.polling, self.sent_at, self.timeout
+        seqs, expected, requests, positions = self.seqs, self.expected, self.requests, self.positions
+        latencies = []
+        record = latencies.append
+        counter = self.counter
+        replies = timeouts = 0
+        now = clock()
+        end = now + seconds
+        next_check = now + CHECK_INTERVAL
+        while now < end:
+            for fd, _ in poll(CHECK_INTERVAL):
+                i = by_fd[fd]
+                sock = sockets[i]
+                try:
+                    reply = sock.recv(RECV_BYTES)
+                    space = reply.find(b" ")
+                    if polling[i]:
+                        # "Seq NewPosition", then a newline and the lines.
+                        if reply[:space] != expected[i]:
+                            continue  # a late reply to a repeated request
+                        now = clock()
+                        record(now - sent_at[i])
+                        newline = reply.find(b"\n", space)
+                        positions[i] = reply[space + 1 : newline] if newline > 0 else reply[space + 1 :]
+                        seq = seqs[i] = seqs[i] + 1
+                        counter += 1
+                        request = requests[i] = b"7 %s %d %d" % (tokens[i], seq, counter)
+                        polling[i] = False
+                    else:
+                        if reply != expected[i]:
+                            continue
+                        now = clock()
+                        seq = seqs[i] = seqs[i] + 1
+                        request = requests[i] = b"8 %s %d %s" % (tokens[i], seq, positions[i])
+                        polling[i] = True
+                    expected[i] = b"%d" % seq
+                    sock.send(request)
+                except OSError:  # nothing there after all, or a full buffer
+                    continue
+                sent_at[i] = now
+                replies += 1
+            now = clock()
+            if now >= next_check:
+                next_check = now + CHECK_INTERVAL
+                for i, sent in enumerate(sent_at):
+                    if now - sent > timeout:
+                        timeouts += 1
+                        self._send(i, now)  # the same bytes: a repeat
+        self.counter = counter
+        return replies, latencies, timeouts
+
+    def close(self):
+        self.epoll.close()
+
+
+def session_table(results):
+    """The session runs (7 and 8), each beside the 1.0 run (2 and 5) of its size."""
+    legacy = {run["members"]: run for run in results["runs"] if "error" not in run}
+    lines = ["sessions (7 and 8) beside 1.0 (2 and 5), the same closed loop:",
+             "  ".join(h.rjust(w) for h, w in SESSION_COLUMNS)]
+    for run in results.get("session_runs", []):
+        if "error" in run:
+            lines.append(f"{run['members']:>8}  failed: {run['error'].splitlines()[0]}")
+            continue
+        base = legacy.get(run["members"], {})
+        cells = [
+            f"{run['members']:,}",
+            f"{base.get('requests_per_s', 0):,.0f}",
+            f"{run['requests_per_s']:,.0f}",
+            _ratio(run["requests_per_s"], base.get("requests_per_s")),
+            _ms(base.get("poll_p99_ms")),
+            _ms(run["poll_p99_ms"]),
+            f"{base.get('server_us_per_request', 0):.1f}",
+            f"{run['server_us_per_request']:.1f}",
+            str(run["timeouts"]),
+            f"{run['slices_kept']}/{len(run['slices'])}",
+        ]
+        lines.append("  ".join(c.rjust(w) for c, (_, w) in zip(cells, SESSION_COLUMNS)))
+    return "\n".join(lines)
+
+
+SESSION_COLUMNS = [("members", 8), ("1.0 req/s", 9), ("session req/s", 13), ("x 1.0", 5),
+                   ("1.0 p99 ms", 10), ("p99 ms", 7), ("1.0 us/req", 10), ("srv us/req", 10),
+                   ("timeouts", 8), ("slices", 6)]
+SESSION_RATE_LIMIT = 0.8
+"""Issue 13: session requests at least this many times as fast as 1.0's."""
+
+
+LOSS_LINE_INTERVAL = 0.01
+"""Seconds between two lines of one member in a loss run: 100 lines a second."""
+
+LOSS_SETTLE = 1.0
+"""Seconds a 1.0 member goes on polling after the last line was sent."""
+
+LOSS_DEADLINE = 120.0
+"""Seconds a loss run may take at most."""
+
+LEGACY, SESSIONS = "1.0", "sessions"
+
+
+class LossyChat:
+    """
+    A chat of a few members in which each datagram is lost with probability
+    C{loss}, in each direction: the generator drops a request instead of
+    sending it, and a reply when it is received, with one seeded
+    L{random.Random} (loopback itself loses nothing).  Each member sends its
+    lines, one every L{LOSS_LINE_INTERVAL} at most, and polls every
+    C{poll_interval}, and at once again after a poll that brought lines; one
+    request in flight per member.
+
+    1.0 members (C{protocol} L{LEGACY}) are the ideal 1.0 client: a request
+    unanswered within C{rto} is given up (sending C{2} again could only
+    duplicate a line whose fate it cannot tell); they stop polling
+    L{LOSS_SETTLE} seconds after the last line.  Session members follow
+    README.rst's rules: a request unanswered is sent again, the same bytes,
+    after C{rto}, doubled at each repeat up to 1 s; they stop once every
+    member has every line, or at L{LOSS_DEADLINE}.
+
+    @ivar received: for each member, a L{collections.Counter} of the lines
+        it got.
+    """
+
+    def __init__(self, sockets, names, lines, loss, protocol, rng, rto, poll_interval,
+                 sessions=None):
+        self.sockets, self.names, self.lines = sockets, names, lines
+        self.loss, self.protocol, self.random = loss, protocol, rng
+        self.rto, self.poll_interval = rto, poll_interval
+        self.sessions = [list(s) for s in sessions] if sessions else None
+        count = len(sockets)
+        self.received = [collections.Counter() for _ in range(count)]
+        self.distinct = [0] * count  # expected lines received at least once
+        self.sent_lines = [0] * count  # lines whose request was answered or given up
+        self.seqs = [0] * count
+        self.requests = 0
+        self.repeats = 0
+
+    def _send(self, sock, datagram):
+        self.requests += 1
+        if self.random.random() >= self.loss:
+            sock.send(datagram)
+
+    def run(self):
+        """Run the chat to its end; return the seconds it took."""
+        count = len(self.sockets)
+        session = self.protocol == SESSIONS
+        sockets, sent_lines = self.sockets, self.sent_lines
+        by_fd = {sock.fileno(): i for i, sock in enumerate(sockets)}
+        complete = (count - 1) * self.lines
+        # Per member: (datagram, "say" or "poll", number, timeout at, rto).
+        in_flight = [None] * count
+        next_poll = [0.0] * count
+        next_line = [0.0] * count
+        started = time.monotonic()
+        done_sending = None  # when the last line was answered or given up
+        with select.epoll() as epoll:
+            for sock in sockets:
+                epoll.register(sock.fileno(), select.EPOLLIN)
+            while True:
+                now = time.monotonic()
+                if done_sending is None and all(n == self.lines for n in sent_lines):
+                    done_sending = now
+                if (
+                    now - started > LOSS_DEADLINE
+                    or all(d == complete for d in self.distinct)
+                    or (not session and done_sending is not None
+                        and now - done_sending > LOSS_SETTLE)
+                ):
+                    break
+                wake = now + self.poll_interval
+                for i in range(count):
+                    flight = in_flight[i]
+                    if flight is not None and now >= flight[3]:
+                        if session:  # repeat it, the same bytes
+                            rto = min(2 * flight[4], 1.0)
+                            in_flight[i] = (*flight[:3], now + rto, rto)
+                            self.repeats += 1
+                            self._send(sockets[i], flight[0])
+                        else:  # give it up
+                            if flight[1] == "say":
+                                sent_lines[i] += 1
+                            in_flight[i] = None
+                    if in_flight[i] is None:
+                        if now >= next_poll[i]:
+                            next_poll[i] = now + self.poll_interval
+                            self._start(i, "poll", now, in_flight)
+                        elif sent_lines[i] < self.lines and now >= next_line[i]:
+                            next_line[i] = now + LOSS_LINE_INTERVAL
+                            self._start(i, "say", now, in_flight)
+                    if in_flight[i] is not None:
+                        wake = min(wake, in_flight[i][3])
+                    else:
+                        wake = min(wake, next_poll[i])
+                        if sent_lines[i] < self.lines:
+                            wake = min(wake, next_line[i])
+                for fd, _ in epoll.poll(max(0.0, wake - time.monotonic())):
+                    i = by_fd[fd]
+                    try:
+                        reply = sockets[i].recv(RECV_BYTES)
+                    except OSError:
+                        continue
+                    if self.random.random() < self.loss:
+                        continue  # lost on its way back
+                    flight = in_flight[i]
+                    if flight is None or not self._answers(flight, reply):
+                        continue  # late: its request was given up or repeated
+                    in_flight[i] = None
+                    if flight[1] == "say":
+                        sent_lines[i] += 1
+                    elif self._polled(i, reply):
+                        next_poll[i] = 0.0  # it brought lines: at once again
+        return time.monotonic() - started
+
+    def _start(self, i, kind, now, in_flight):
+        if self.protocol == SESSIONS:
+            self.seqs[i] += 1
+            token, position = self.sessions[i]
+            if kind == "say":
+                datagram = b"7 %s %d %d" % (token, self.seqs[i], self.sent_lines[i])
+            else:
+                datagram = b"8 %s %d %s" % (token, self.seqs[i], position)
+            number = b"%d" % self.seqs[i]
+        else:
+            datagram = b"2 %d" % self.sent_lines[i] if kind == "say" else b"5"
+            number = None
+        in_flight[i] = (datagram, kind, number, now + self.rto, self.rto)
+        self._send(self.sockets[i], datagram)
+
+    def _answers(self, flight, reply):
+        number = flight[2]
+        if number is None:
+            return True  # 1.0: whatever comes is the reply (nothing comes late on loopback)
+        head = reply.split(b"\n", 1)[0].split(b" ")
+        return head[0] == number
+
+    def _polled(self, i, reply):
+        """Count the lines of a poll's reply; whether it brought any."""
+        if self.protocol == SESSIONS:
+            head, _, text = reply.partition(b"\n")
+            self.sessions[i][1] = head.split(b" ")[1]
+        else:
+            text = reply
+        if not text:
+            return False
+        received = self.received[i]
+        for line in text.split(b"\n"):
+            name, _, number = line.partition(b": ")
+            if number and number.isdigit() and name != self.names[i]:
+                received[line] += 1
+                if received[line] == 1:
+                    self.distinct[i] += 1
+        return True
+
+
+def run_loss(args, loss, protocol):
+    """
+    One loss run: a fresh server, C{args.loss_members} members joined (without
+    loss), each sending C{args.loss_lines} lines through a loss of C{loss};
+    return the fraction of (line, receiver) pairs delivered exactly once.
+    """
+    argv = [args.twistd, "-n", "--pidfile=", "udpchat", "--port", "0", "--interface", HOST,
+            *substitute(args.server_arg, args.loss_members)]
+    server = Server(argv, SERVER_LISTENING)
+    sockets = []
+    names = [f"m{i}" for i in range(args.loss_members)]
+    try:
+        if protocol == SESSIONS:
+            sessions = register_sessions(server.port, names, args.timeout, sockets)
+        else:
+            sessions = None
+            register(server.port, names, args.timeout, sockets)
+        rng = random.Random(f"{args.loss_seed} {protocol} {loss}")
+        chat = LossyChat(sockets, [n.encode() for n in names], args.loss_lines, loss, protocol,
+                         rng, args.loss_rto, args.loss_poll, sessions)
+        seconds = chat.run()
+        server.check_alive()
+    finally:
+        for sock in sockets:
+            sock.close()
+        server.stop()
+    pairs = once = lost = duplicated = 0
+    for i, received in enumerate(chat.received):
+        for j, name in enumerate(names):
+            if i == j:
+                continue
+            for n in range(args.loss_lines):
+                got = received.get(b"%s: %d" % (name.encode(), n), 0)
+                pairs += 1
+                once += got == 1
+                lost += got == 0
+                duplicated += got > 1
+    return {
+        "loss": loss,
+        "protocol": protocol,
+        "members": args.loss_members,
+        "lines": args.loss_lines,
+        "pairs": pairs,
+        "exactly_once": once,
+        "lost": lost,
+        "duplicated": duplicated,
+        "fraction": round(once / pairs, 5),
+        "requests": chat.requests,
+        "repeats": chat.repeats,
+        "seconds": round(seconds, 2),
+    }
+
+
+def loss_table(results):
+    """The loss runs: the fraction of (line, receiver) pairs delivered exactly once."""
+    settings = results.get("loss_settings", {})
+    lines = [
+        f"delivered exactly once, {settings.get('members', '?')} members x "
+        f"{settings.get('lines', '?')} lines, each datagram lost with the probability "
+        "given in each direction (simulated in the generator):",
+        "  ".join(h.rjust(w) for h, w in LOSS_COLUMNS),
+    ]
+    for run in results.get("loss_runs", []):
+        if "error" in run:
+            lines.append(f"{run['loss']:>5.0%}  {run['protocol']:>8}  failed: "
+                         f"{run['error'].splitlines()[0]}")
+            continue
+        cells = [f"{run['loss']:.0%}", run["protocol"], f"{run['fraction']:.1%}",
+                 f"{run['lost']:,}", f"{run['duplicated']:,}", f"{run['pairs']:,}",
+                 f"{run['requests']:,}", f"{run['repeats']:,}", f"{run['seconds']:.1f}"]
+        lines.append("  ".join(c.rjust(w) for c, (_, w) in zip(cells, LOSS_COLUMNS)))
+    return "\n".join(lines)
+
+
+LOSS_COLUMNS = [("loss", 5), ("protocol", 8), ("exactly once", 12), ("lost", 6),
+                ("duplicated", 10), ("pairs", 6), ("requests", 8), ("repeats", 7),
+                ("seconds", 7)]
+
+
+def session_targets(results):
+    """
+    The targets of issue 13, for the runs made: session requests/s at least
+    L{SESSION_RATE_LIMIT} x the 1.0 rate at each size run both ways, and
+    every line delivered exactly once by sessions at each loss.
+    """
+    legacy = {run["members"]: run for run in results["runs"] if "error" not in run}
+    checks = []
+    for run in results.get("session_runs", []):
+        base = legacy.get(run["members"])
+        value = None
+        if "error" not in run and base and base.get("requests_per_s"):
+            value = run["requests_per_s"] / base["requests_per_s"]
+        checks.append({
+            "target": f"session requests/s at {run['members']:,} members >= "
+                      f"{SESSION_RATE_LIMIT} x 1.0",
+            "value": None if value is None else round(value, 3),
+            "limit": SESSION_RATE_LIMIT,
+            "passed": None if value is None else value >= SESSION_RATE_LIMIT,
+            "disturbed": value is not None
+            and any(r.get("slices_kept") == 0 for r in (run, base)),
+        })
+    for run in results.get("loss_runs", []):
+        if run["protocol"] != SESSIONS:
+            continue
+        value = run.get("fraction")
+        checks.append({
+            "target": f"sessions deliver every line exactly once at {run['loss']:.0%} loss",
+            "value": value,
+            "limit": 1.0,
+            "passed": None if value is None else value >= 1.0,
+            "disturbed": False,
+        })
+    return checks
+
+
 # -- main ------------------------------------------------------------------------
 
 
@@ -714,16 +1218,43 @@ def parse_args(argv):
                         "SQLite file each), beside the in-memory runs, e.g. 10,1000")
     parser.add_argument("--state-sync", default="normal", choices=("normal", "full"),
                         help="--state-sync for those runs [normal]")
+    parser.add_argument("--session-sizes", default="", metavar="SIZES",
+                        help="room sizes to run a second time with sessions (7 and 8 instead "
+                        "of 2 and 5), beside the 1.0 runs, e.g. 10,1000")
+    parser.add_argument("--loss-runs", default="", metavar="PERCENTS",
+                        help="losses (%% of datagrams, each way) at which to measure the lines "
+                        "delivered exactly once, by 1.0 and by session members, e.g. 1,10")
+    parser.add_argument("--loss-members", type=int, default=5,
+                        help="members in each loss run [5]")
+    parser.add_argument("--loss-lines", type=int, default=200,
+                        help="lines each member sends in a loss run [200]")
+    parser.add_argument("--loss-poll", type=float, default=0.05, metavar="SECONDS",
+                        help="poll interval in the loss runs [0.05]")
+    parser.add_argument("--loss-rto", type=float, default=0.2, metavar="SECONDS",
+                        help="in the loss runs, seconds before a session request is sent again "
+                        "(doubling, up to 1 s) or a 1.0 request given up [0.2]")
+    parser.add_argument("--loss-seed", type=int, default=13,
+                        help="seed of the simulated loss [13]")
     parser.add_argument("--check", action="store_true",
                         help="exit with status 1 unless every target passes")
     args = parser.parse_args(argv)
     try:
         args.sizes = [int(s) for s in args.sizes.split(",")]
         args.state_sizes = [int(s) for s in args.state_sizes.split(",") if s]
+        args.session_sizes = [int(s) for s in args.session_sizes.split(",") if s]
+        args.loss_runs = [float(s) / 100 for s in args.loss_runs.split(",") if s]
     except ValueError:
-        parser.error("--sizes and --state-sizes must be whole numbers separated by commas")
+        parser.error("--sizes, --state-sizes, --session-sizes and --loss-runs must be numbers "
+                     "separated by commas")
     if not set(args.state_sizes) <= set(args.sizes):
         parser.error("--state-sizes must be among --sizes (each is compared with its in-memory run)")
+    if not set(args.session_sizes) <= set(args.sizes):
+        parser.error("--session-sizes must be among --sizes (each is compared with its 1.0 run)")
+    if not all(0 <= loss < 1 for loss in args.loss_runs):
+        parser.error("--loss-runs must be percentages from 0 to below 100")
+    if min(args.loss_members, args.loss_lines) < 2 or min(args.loss_poll, args.loss_rto) <= 0:
+        parser.error("--loss-members and --loss-lines must be at least 2, "
+                     "--loss-poll and --loss-rto positive")
     # Servers run from temporary directories: the path must not be relative.
     args.twistd = os.path.abspath(shutil.which(args.twistd) or args.twistd)
     if min(args.active, args.repeat, *args.sizes) < 1 or min(args.duration, args.timeout) <= 0:
@@ -770,6 +1301,10 @@ def benchmark(args):
         })
         jobs.append((f"{members} state",
                      lambda m=members, a=durable: run_udpchat(a, m, max_members)))
+    for members in args.session_sizes:
+        sized = argparse.Namespace(**{**vars(args), "active": min(args.active, members)})
+        jobs.append((f"{members} sessions",
+                     lambda m=members, a=sized: run_udpchat(a, m, max_members, sessions=True)))
     best = {}
     # Rounds (echo, 10, 100...) rather than repeats in a row, so that a burst
     # of other work on the box does not hit all repeats of one size.
@@ -796,8 +1331,31 @@ def benchmark(args):
     results["runs"] = [best[m] for m in args.sizes]
     results["state_runs"] = [best[f"{m} state"] for m in args.state_sizes]
     results["state_sync"] = args.state_sync
+    results["session_runs"] = [best[f"{m} sessions"] for m in args.session_sizes]
+    results["loss_runs"] = loss_runs(args)
+    results["loss_settings"] = {
+        key[len("loss_"):]: getattr(args, key)
+        for key in ("loss_members", "loss_lines", "loss_poll", "loss_rto", "loss_seed")
+    }
     results["targets"] = targets(results)
     return results
+
+
+def loss_runs(args):
+    """The loss runs C{args} asks for, each protocol at each loss (not repeated)."""
+    runs = []
+    for loss in args.loss_runs:
+        for protocol in (LEGACY, SESSIONS):
+            print(f"{protocol} at {loss:.0%} loss ...", end=" ", flush=True)
+            try:
+                run = run_loss(args, loss, protocol)
+            except BenchmarkError as e:
+                print(f"failed: {e}", flush=True)
+                runs.append({"loss": loss, "protocol": protocol, "error": str(e)})
+                continue
+            print(f"{run['fraction']:.1%} delivered exactly once", flush=True)
+            runs.append(run)
+    return runs
 
 
 def main(argv=None):
@@ -822,6 +1380,12 @@ def main(argv=None):
     if results.get("state_runs"):
         print()
         print(state_table(results))
+    if results.get("session_runs"):
+        print()
+        print(session_table(results))
+    if results.get("loss_runs"):
+        print()
+        print(loss_table(results))
     print()
     print_targets(results["targets"])
     if not args.load:
