@@ -231,6 +231,8 @@ class ModelRoom:
             self.events.append(Moved(old, source, self.names[source]))
         self._heard(session, datagram, now)
         if seq == session.seq and not isinstance(request, wire.SessionFetch):
+            if session.reply is None:
+                return None  # the number of a poll
             return self._budgeted(session, session.reply)
         if seq > session.seq:
             if session.budget is not None and session.replied_to == source:
@@ -255,8 +257,7 @@ class ModelRoom:
             self.events.append(Left(source, name))
         else:
             reply = self._session_fetch(source, session, request.seq, request.position)
-        if not isinstance(request, wire.SessionFetch):
-            session.reply = reply
+        session.reply = None if isinstance(request, wire.SessionFetch) else reply
         return self._budgeted(session, reply)
 
     def _session_fetch(self, source, session, seq, position):

@@ -905,7 +905,7 @@ NONCES = [b"%032x" % (0xABC0 + i) for i in range(3)]
 
 def session_datagrams():
     """Session requests as a client (or a confused one) might send them."""
-    token, seq = st.sampled_from(TOKENS), st.integers(0, 5)
+    token, seq = st.sampled_from(TOKENS), st.integers(0, 5)  # 0: malformed
     return st.one_of(
         st.builds(lambda n, name: b"6 %s %s" % (n, name), st.sampled_from(NONCES), st.sampled_from([b"Al", b"Bo", b"Sy"])),
         st.builds(lambda t, q, text: b"7 %s %d %s" % (t, q, text), token, seq, st.sampled_from([b"hi", b"x" * 200])),

@@ -43,6 +43,8 @@ from udpchat.sharedlog import Cursor, SharedLog
 from udpchat.wire import EMPTY, ILLEGAL, IllegalMessage, parse_request
 
 _MEMBERLESS = frozenset((wire.Register, *wire.SESSION_REQUESTS))
+
+_SEPARATOR_BYTES = len(wire.LINE_SEPARATOR)
 """The requests whose sender is found by what they carry, not its address."""
 
 
@@ -294,12 +296,7 @@ class Room:
             wire.SessionRename: self._session,
             wire.SessionLeave: self._session,
         }
-        self._session_handlers = {
-            wire.SessionSay: self._session_say,
-            wire.SessionFetch: self._session_fetch,
-            wire.SessionRename: self._session_rename,
-            wire.SessionLeave: self._session_leave,
-        }
+
         self._empty()
 
     def _empty(self):
@@ -534,10 +531,11 @@ class Room:
         and changes nothing; a newer one tells that the reply to the last
         arrived (a client has one request outstanding at a time).
         """
+        # The path of every session request, kept flat, as receive() is.
         seq = request.seq
         member = self._sessions.get(request.token)
         if member is None:
-            return wire.unknown_session(seq)
+            return b"%d %s" % (seq, wire.UNKNOWN_SESSION)
         session = member.session
         if seq < session.seq:
             return None
@@ -545,11 +543,16 @@ class Room:
             if address_member is not None:
                 return wire.refused(seq, wire.ADDRESS_IN_USE)
             self._move(member, source)
-        self._heard(member, source, datagram, now)
-        if seq == session.seq:
-            if request.__class__ is not wire.SessionFetch:
-                return self._budgeted(session, session.reply)
-        else:
+        # _heard(), inlined.
+        member.last_seen = now
+        self._silent.move_to_end(source)
+        if session.budget is not None:
+            session.budget += 3 * len(datagram)
+        if self._dirty is not None:
+            self._dirty[member.id] = member
+            self.changed = True
+        kind = request.__class__
+        if seq != session.seq:
             if session.budget is not None and session.replied_to == source:
                 session.budget = None  # it got the last reply: it receives
             session.seq = seq
@@ -557,14 +560,30 @@ class Room:
                 # The dropped-lines notice in the last reply arrived.
                 member.dropped -= session.told
                 session.told = 0
-                self._mark(member)
+        elif kind is not wire.SessionFetch:
+            if session.reply is None:
+                return None  # the number of a poll: a confused client
+            return self._budgeted(session, session.reply)
         session.replied_to = source
-        try:
-            reply = self._session_handlers[request.__class__](member, request, now)
-        except IllegalMessage as e:
-            reply = wire.refused(seq, e.reason)
-        if request.__class__ is not wire.SessionFetch:
+        if kind is wire.SessionFetch:
+            session.reply = None  # a repeat is answered anew
+            reply = self._session_fetch(member, request)
+        elif kind is wire.SessionSay:
+            self._say(source, member, request, now)
+            reply = session.reply = b"%d" % seq
+        else:
+            try:
+                if kind is wire.SessionRename:
+                    self._rename(source, member, request, now)
+                else:
+                    self._leave(source, member, request, now)
+            except IllegalMessage as e:
+                reply = wire.refused(seq, e.reason)
+            else:
+                reply = b"%d" % seq
             session.reply = reply
+        if session.budget is None:
+            return reply
         return self._budgeted(session, reply)
 
     def _heard(self, member, source, datagram, now):
@@ -606,24 +625,14 @@ class Room:
         self._mark(member)
         self._report(Moved(old, source, member.name))
 
-    def _session_say(self, member, request, now):
-        self._say(member.source, member, request, now)
-        return wire.acknowledged(request.seq)
-
-    def _session_rename(self, member, request, now):
-        self._rename(member.source, member, request, now)
-        return wire.acknowledged(request.seq)
-
-    def _session_leave(self, member, request, now):
-        self._leave(member.source, member, request, now)
-        return wire.acknowledged(request.seq)
-
-    def _session_fetch(self, member, request, now):
+    def _session_fetch(self, member, request):
         log = self._log
         cursor = member.cursor
         position = request.position
-        if position > log.end:
-            raise IllegalMessage(wire.POSITION_AHEAD)
+        seq = request.seq
+        end = log.end
+        if position > end:
+            return wire.refused(seq, wire.POSITION_AHEAD)
         if position > cursor.position:
             # The lines before position arrived: release them.
             if position < log.first:
@@ -632,27 +641,29 @@ class Room:
                 member.dropped += log.first - position
                 position = log.first
             log.advance(cursor, position)
-            self._mark(member)
         own = cursor.own
         if (
             cursor.position < log.first
-            or log.end - cursor.position - (len(own) if own else 0) > self.max_pending
+            or end - cursor.position - (len(own) if own else 0) > self.max_pending
         ):
             member.dropped += log.discard(cursor, self.max_pending)
-            self._mark(member)
-        seq = request.seq
-        budget = self.max_reply_bytes - len(b"%d %d" % (seq, log.end)) - len(wire.LINE_SEPARATOR)
+        # Room for the lines, after "Seq NewPosition\n" at its longest.
+        head = b"%d %d" % (seq, end)
+        budget = self.max_reply_bytes - len(head) - _SEPARATOR_BYTES
         session = member.session
         if session.budget is not None:
-            budget = min(budget, session.budget - len(b"%d %d" % (seq, log.end)) - 1)
-        notice = b""
+            budget = min(budget, session.budget - len(head) - _SEPARATOR_BYTES)
         if member.dropped:
             notice = wire.dropped(member.dropped)
-            budget -= len(notice) + len(wire.LINE_SEPARATOR)
             session.told = member.dropped
-        text, position = log.look(cursor, max(budget, 0))
-        if notice:
+            text, position = log.look(cursor, max(budget - len(notice) - _SEPARATOR_BYTES, 0))
             text = notice + wire.LINE_SEPARATOR + text if text else notice
+        else:
+            text, position = log.look(cursor, max(budget, 0))
+        if position == end:
+            if text:
+                return head + wire.LINE_SEPARATOR + text
+            return head
         return wire.fetched(seq, position, text)
 
     def _say(self, source, member, request, now, datagram=None):

@@ -273,9 +273,19 @@ _SESSION_CODES = {
 _REGISTER = _ENCODING[Register][0][0]
 # "6 NONCE NAME", "7 TOKEN SEQ TEXT"...: the hex and the number checked here,
 # the argument after them as the 1.0 request with that argument checks it.
+_HEX = rb"([0-9a-f]{%d})" % TOKEN_BYTES
 _NUMBER = rb"(0|[1-9][0-9]{0,%d})" % (MAX_NUMBER_DIGITS - 1)
-_SESSION = re.compile(rb"([0-9a-f]{%d}) %s(?: (.+))?\Z" % (TOKEN_BYTES, _NUMBER), re.DOTALL)
-_REGISTRATION = re.compile(rb"([0-9a-f]{%d}) (.+)\Z" % (TOKEN_BYTES,), re.DOTALL)
+_SEQ = rb"([1-9][0-9]{0,%d})" % (MAX_NUMBER_DIGITS - 1)  # 0 is the registration's
+_SESSION_FORMS = {
+    request: re.compile(form + rb"\Z", re.DOTALL)
+    for request, form in (
+        (Register, _HEX + rb" (.+)"),
+        (SessionSay, _HEX + b" " + _SEQ + rb" (.+)"),
+        (SessionFetch, _HEX + b" " + _SEQ + b" " + _NUMBER),
+        (SessionRename, _HEX + b" " + _SEQ + rb" (.+)"),
+        (SessionLeave, _HEX + b" " + _SEQ),
+    )
+}
 _SPACE = ord(" ")
 _NEWLINE = ord("\n")
 
@@ -374,33 +384,24 @@ def parse_request(datagram):
 
 def _parse_session(request, argument):
     # The session requests: off the 1.0 requests' path, which they must
-    # not slow down.
-    if request is Register:
-        match = _REGISTRATION.match(argument)
-        if match is None:
-            raise IllegalMessage(MALFORMED)
-        return Register(match.group(1), _check_name(decode(match.group(2))))
-    match = _SESSION.match(argument)
+    # not slow down, and one regular expression each.
+    match = _SESSION_FORMS[request].match(argument)
     if match is None:
         raise IllegalMessage(MALFORMED)
-    token, seq, rest = match.groups()
-    seq = int(seq)
-    if request is SessionLeave:
-        if rest is not None:
-            raise IllegalMessage(MALFORMED)
-        return SessionLeave(token, seq)
-    if rest is None:
-        raise IllegalMessage(MALFORMED)
+    if request is SessionFetch:
+        token, seq, position = match.groups()
+        return SessionFetch(token, int(seq), int(position))
     if request is SessionSay:
-        return SessionSay(token, seq, _check_text(rest))
+        token, seq, text = match.groups()
+        return SessionSay(token, int(seq), _check_text(text))
+    if request is Register:
+        nonce, name = match.groups()
+        return Register(nonce, _check_name(decode(name)))
     if request is SessionRename:
-        return SessionRename(token, seq, _check_name(decode(rest)))
-    if not _NUMBER_ONLY.match(rest):
-        raise IllegalMessage(MALFORMED)
-    return SessionFetch(token, seq, int(rest))
-
-
-_NUMBER_ONLY = re.compile(_NUMBER + rb"\Z")
+        token, seq, name = match.groups()
+        return SessionRename(token, int(seq), _check_name(decode(name)))
+    token, seq = match.groups()
+    return SessionLeave(token, int(seq))
 
 
 def _check_text(argument):
