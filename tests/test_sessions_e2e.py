@@ -14,7 +14,9 @@ fixed seeds, and ends every process and thread it starts.
 
 import os
 import re
+import signal
 import socket
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -362,6 +364,27 @@ class LossyDeliveryTests(SessionTestCase):
         self.assertTrue(all(proxy.rebinds(m.source) >= 3 for m in members))
 
 
+    def test_a_restart_with_state_mid_chat_loses_and_repeats_nothing(self):
+        """The server stopped and started again with --state mid-chat, at 10% loss: each line once."""
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        state = os.path.join(directory.name, "room.db")
+        server = self.server("--state", state)
+        proxy = self.proxy(server, loss=LOSS, seed=5)
+        members = self.register_all(proxy.address, [f"m{i}" for i in range(self.members)])
+        restarted = []
+
+        def midway(member):
+            # The others go on repeating while the server is down.
+            if member is members[0]:
+                self.assertEqual(server.stop(), -signal.SIGTERM)
+                restarted.append(self.server("--state", state, "--port", str(server.port)))
+
+        chat(members, self.lines, midway)
+        self.assert_chat_delivered(members, self.lines)
+        self.assertTrue(restarted[0].output.search(r"restored 5 members"))
+
+
 class ForgedLegacyRequestTests(SessionTestCase):
     """
     Requests 1 to 5 from the address of a session member change nothing:
@@ -414,6 +437,26 @@ class ForgedLegacyRequestTests(SessionTestCase):
         self.assert_unchanged()
 
 
+class LargestRequestTests(SessionTestCase):
+    """The server reads session requests whole, up to the largest legal one."""
+
+    def test_largest_session_request_is_delivered_whole_and_one_byte_more_refused(self):
+        """7 Token Seq Text with a 1024-byte text, 19-digit number and CRLF (1081 bytes) arrives whole."""
+        server = self.server()
+        sam = self.session_member(server.address(), "Sam")
+        tia = self.session_member(server.address(), "Tia")
+        text = "\N{LATIN SMALL LETTER E WITH ACUTE}".encode() * 512
+        seq = 10**19 - 1
+        largest = b"7 %s %d %s\r\n" % (sam.token, seq, text)
+        self.assertEqual(len(largest), 1081)
+        sam.socket.settimeout(DEADLINE)
+        sam.socket.sendto(largest[:-2] + b"!\r\n", sam.address)
+        self.assertEqual(sam.socket.recv(70000), ILLEGAL)
+        sam.socket.sendto(largest, sam.address)
+        self.assertEqual(sam.socket.recv(70000), b"%d" % seq)
+        self.assertEqual(tia.poll(), ["Sam: " + text.decode()])
+
+
 class LegacyClientTests(SessionTestCase):
     """1.0 members (requests 1 to 5) beside session members: nothing changed for them."""
 
@@ -437,6 +480,16 @@ class LegacyClientTests(SessionTestCase):
         self.assertEqual(ann.request(b"5"), b"")
         self.assertEqual(ann.request(b"4"), b"")
         self.assertEqual(ann.request(b"5"), ILLEGAL)
+
+    def test_sessions_only_refuses_legacy_joins(self):
+        """With --sessions-only, 1 Name gets Illegal message and makes no member; 6 still registers."""
+        server = self.server("--sessions-only")
+        ann = self.member(server)
+        self.assertEqual(ann.request(b"1 Ann"), ILLEGAL)
+        self.assertEqual(ann.request(b"5"), ILLEGAL)
+        sam = self.session_member(server.address(), "Sam")
+        self.assertEqual(sam.others, b"")
+        self.assertEqual(sam.poll(), [])
 
     def test_legacy_members_alone_are_unchanged(self):
         """Requests 1 to 5 get the replies of 1.0; 6 to 0 do not disturb them."""
