@@ -672,6 +672,7 @@ class SessionReply:
 
 
 _TOKEN_ONLY = re.compile(rb"[0-9a-f]{%d}\Z" % (TOKEN_BYTES,))
+_DECIMAL_ONLY = re.compile(rb"(?:0|[1-9][0-9]{0,%d})\Z" % (MAX_NUMBER_DIGITS - 1,))
 
 
 def parse_session_reply(datagram):
@@ -684,7 +685,7 @@ def parse_session_reply(datagram):
     """
     head, separator, body = datagram.partition(LINE_SEPARATOR)
     fields = head.split(b" ", 2)
-    if not _NUMBER_ONLY.match(fields[0]):
+    if not _DECIMAL_ONLY.match(fields[0]):
         raise IllegalMessage(MALFORMED)
     seq = int(fields[0])
     count = len(fields)
@@ -699,9 +700,9 @@ def parse_session_reply(datagram):
         if count == 2 and not separator:
             return SessionReply(UNKNOWN_REPLY, seq)
     elif count == 2:
-        if _NUMBER_ONLY.match(fields[1]):
+        if _DECIMAL_ONLY.match(fields[1]):
             return SessionReply(FETCHED_REPLY, seq, position=int(fields[1]), body=body)
-    elif seq == 0 and _TOKEN_ONLY.match(fields[1]) and _NUMBER_ONLY.match(fields[2]):
+    elif seq == 0 and _TOKEN_ONLY.match(fields[1]) and _DECIMAL_ONLY.match(fields[2]):
         return SessionReply(
             REGISTERED_REPLY, seq, token=fields[1], position=int(fields[2]), body=body
         )
