@@ -409,6 +409,19 @@ class MakeServiceTests(OptionsTestMixin, SynchronousTestCase):
         config, protocol = self.make("--max-reply-bytes", "4000")
         self.assertEqual(protocol.room.max_reply_bytes, 4000)
 
+    def test_sessions_only_refuses_legacy_joins(self):
+        """--sessions-only makes the room refuse 1 Name and take 6 Nonce Name; without it, both join."""
+        replies = []
+        for args in ((), ("--sessions-only",)):
+            _, protocol = self.make(*args)
+            replies.append(
+                (
+                    protocol.room.receive(("192.0.2.1", 1), b"1 Al", 0),
+                    protocol.room.receive(("192.0.2.2", 2), b"6 %032x Bo" % 7, 0)[:2],
+                )
+            )
+        self.assertEqual(replies, [(b"", b"0 "), (b"Illegal message", b"0 ")])
+
     def test_default_max_reply_bytes_passed_to_room(self):
         """Without --max-reply-bytes, the room's reply cap is 1200."""
         config, protocol = self.make()
@@ -853,8 +866,10 @@ class DocumentationTests(SynchronousTestCase):
         self.rows = option_tables(README.read_text())
 
     def test_every_option_is_documented(self):
-        """README's option tables hold exactly the options of L{Options}."""
-        self.assertEqual(set(self.rows), {row[0] for row in Options.optParameters})
+        """README's option tables hold exactly the options (and flags) of L{Options}."""
+        self.assertEqual(
+            set(self.rows), {row[0] for row in Options.optParameters + Options.optFlags}
+        )
 
     def test_defaults_are_documented(self):
         """Each option with a default has it, and only it, in README's Default column."""
