@@ -156,16 +156,15 @@ class ModelRoom:
 
     # -- sessions, the obvious way --------------------------------------------
 
-    def _admits(self, source, name):
+    def _refusal(self, source, name):
         group = self.group_of(source)
-        return not (
-            name in self.names.values()
-            or len(self.names) >= self.max_members
-            or (
-                group is not None
-                and sum(self.group_of(s) == group for s in self.names) >= self.max_members_per_group
-            )
-        )
+        if name in self.names.values():
+            return b"name taken"
+        if len(self.names) >= self.max_members:
+            return b"room full"
+        if group is not None and sum(self.group_of(s) == group for s in self.names) >= self.max_members_per_group:
+            return b"group full"
+        return None
 
     def _register(self, source, request, datagram, now):
         known = self.by_nonce.get(request.nonce)
@@ -175,9 +174,10 @@ class ModelRoom:
             self._heard(known, datagram, now)
             return self._budgeted(known, known.reply)
         if source in self.names:
-            return ILLEGAL
-        if not self._admits(source, request.name):
-            return ILLEGAL
+            return b"0 refused already a member"
+        refusal = self._refusal(source, request.name)
+        if refusal:
+            return b"0 refused " + refusal
         others = list(self.names.values())[::-1]
         self._queue(source, f"{request.name} has joined".encode())
         self.names[source] = request.name

@@ -1092,3 +1092,20 @@ class SessionTests(SynchronousTestCase):
         self.room.receive(A, b"5", 9)
         self.room.receive(B, b"1 Bo", 11)
         self.assertEqual(self.room.members(), [(B, "Bo")])
+
+
+class RegistrationRefusalTests(SynchronousTestCase):
+    """A registration refused by a server with sessions says so in the session's words."""
+
+    def test_taken_name_is_refused_in_the_sessions_words(self):
+        """0 refused name taken, never Illegal message (which means a server without sessions)."""
+        room = Room(max_members=2, new_token=counting_tokens())
+        room.receive(A, b"1 Al", 0)
+        self.assertEqual(
+            [
+                room.receive(B, b"6 %s Al" % NONCES[0], 0),
+                room.receive(A, b"6 %s Zed" % NONCES[1], 0),
+                room.receive(C, b"1 Cy", 0) and room.receive(D, b"6 %s Di" % NONCES[2], 0),
+            ],
+            [b"0 refused name taken", b"0 refused already a member", b"0 refused room full"],
+        )

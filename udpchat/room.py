@@ -502,9 +502,14 @@ class Room:
                 return None
             self._heard(known, source, datagram, now)
             return self._budgeted(session, session.reply)
-        if member is not None:
-            raise IllegalMessage(wire.ALREADY_A_MEMBER)
-        group = self._check_admission(source, request.name)
+        try:
+            if member is not None:
+                raise IllegalMessage(wire.ALREADY_A_MEMBER)
+            group = self._check_admission(source, request.name)
+        except IllegalMessage as e:
+            # Said in the session's words: Illegal message, to a well-formed
+            # registration, means a server without sessions.
+            return wire.refused(0, e.reason)
         token = self._new_token()
         if token in self._sessions:
             raise RuntimeError("a new token that a session has: a broken source of tokens")
