@@ -841,3 +841,56 @@ class RedactedTests(SynchronousTestCase):
             [wire.redacted(d) for d in (b"7 " + token + b" 3 hi", b"6 " + token + b" Al", b"2 hi", b"5", b"0")],
             [b"7 <token> 3 hi", b"6 <token> Al", b"2 hi", b"5", b"0"],
         )
+
+
+class SessionParsingTests(SynchronousTestCase):
+    """The session requests' parser: canonical, total, and exact to README.rst."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.sampled_from([b"6", b"7", b"8", b"9", b"0"]),
+        st.one_of(
+            st.binary(max_size=80),
+            st.builds(
+                lambda token, rest: token + rest,
+                st.sampled_from([b"0123456789abcdef" * 2, b"0123456789ABCDEF" * 2, b"f" * 31]),
+                st.one_of(
+                    st.binary(max_size=30),
+                    st.builds(
+                        lambda a, b, c: b" %s %s%s" % (a, b, c),
+                        st.sampled_from([b"1", b"0", b"01", b"9" * 19, b"9" * 20, b"", b"+1", b"1 "]),
+                        st.sampled_from([b"0", b"7", b"007", b"hi", b"Bo", b"", b" "]),
+                        st.sampled_from([b"", b" x", b"\n", b"\r\n"]),
+                    ),
+                ),
+            ),
+        ),
+    )
+    def test_accepted_session_requests_encode_back_to_themselves(self, code, argument):
+        """Any datagram of a session code is refused with a reason, or parsed to a request that encodes to the same bytes (its line ending aside)."""
+        datagram = code + b" " + argument
+        try:
+            request = wire.parse_request(datagram)
+        except wire.IllegalMessage as e:
+            self.assertIsNotNone(e.reason)
+            return
+        if datagram.endswith(b"\r\n"):
+            datagram = datagram[:-2]
+        elif datagram.endswith(b"\n"):
+            datagram = datagram[:-1]
+        self.assertEqual(wire.encode_request(request), datagram)
+
+    def test_largest_session_request_is_accepted_and_one_byte_more_refused(self):
+        """A say of 1024 bytes with a 19-digit number is 1079 bytes (1081 with CRLF); a longer text is refused."""
+        token = b"0123456789abcdef" * 2
+        largest = b"7 " + token + b" " + b"9" * 19 + b" " + b"x" * 1024 + b"\r\n"
+        refusals = []
+        for datagram in (largest + b"x", b"7 " + token + b" 1 " + b"x" * 1025):
+            try:
+                wire.parse_request(datagram)
+            except wire.IllegalMessage as e:
+                refusals.append(e.reason)
+        self.assertEqual(
+            (len(largest), wire.MAX_SESSION_DATAGRAM_BYTES, len(wire.parse_request(largest).text), refusals),
+            (1081, 1081, 1024, [wire.DATAGRAM_TOO_LONG, wire.TEXT_TOO_LONG]),
+        )
