@@ -491,6 +491,17 @@ class LegacyClientTests(SessionTestCase):
         self.assertEqual(sam.others, b"")
         self.assertEqual(sam.poll(), [])
 
+    def test_a_refused_registration_says_so_not_illegal_message(self):
+        """6 with a taken name, or to a full group, gets '0 refused ...', which no 1.0 server sends."""
+        server = self.server("--max-members", "2")
+        self.session_member(server.address(), "Sam")
+        late = self.member(server)
+        taken = b"6 %s Sam" % os.urandom(16).hex().encode()
+        self.assertTrue(late.request(taken).startswith(b"0 refused "))
+        self.session_member(server.address(), "Tia")
+        full = b"6 %s Uma" % os.urandom(16).hex().encode()
+        self.assertTrue(late.request(full).startswith(b"0 refused "))
+
     def test_legacy_members_alone_are_unchanged(self):
         """Requests 1 to 5 get the replies of 1.0; 6 to 0 do not disturb them."""
         server = self.server()
