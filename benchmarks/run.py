@@ -730,7 +730,7 @@ def register_sessions(port, names, timeout, sockets, tries=5):
                             reply = sock.recv(RECV_BYTES)
                         except OSError:
                             continue
-                        if not reply.startswith(b"0 "):
+                        if not reply.startswith(b"0 ") or reply.startswith(b"0 refused"):
                             raise BenchmarkError(
                                 f"the server answered {datagram[:50]!r} with {reply[:50]!r}: "
                                 "no sessions (udpchat 1.0), or a member cap "
@@ -1331,7 +1331,7 @@ def benchmark(args):
     results["runs"] = [best[m] for m in args.sizes]
     results["state_runs"] = [best[f"{m} state"] for m in args.state_sizes]
     results["state_sync"] = args.state_sync
-    results["session_runs"] = [best[f"{m} sessions"] for m in args.session_sizes]
+    results["session_runs"] = [{**best[f"{m} sessions"], "members": m} for m in args.session_sizes]
     results["loss_runs"] = loss_runs(args)
     results["loss_settings"] = {
         key[len("loss_"):]: getattr(args, key)

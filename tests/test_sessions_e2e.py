@@ -79,6 +79,8 @@ class SessionMember:
         nonce = os.urandom(16).hex().encode()
         reply = self._exchange(b"6 %s %s" % (nonce, self.name.encode()), _registration)
         head, _, self.others = reply.partition(b"\n")
+        if head.startswith(b"0 refused"):
+            raise AssertionError(f"{self.name}: registration refused: {reply!r}")
         _, token, position = head.split(b" ")
         self.token, self.position = token, int(position)
         return reply
