@@ -63,7 +63,7 @@ HOSTILE_REPLY_SHOWN = [
     "Mallory has joined \ufffd\ufffd",
 ]
 # Each module of the client wing imports only those before it.
-CLIENT_WING = ("wire", "terminal", "session", "raw", "console", "client")
+CLIENT_WING = ("wire", "terminal", "session", "reliable", "raw", "console", "client")
 
 
 class FakeStdio:
@@ -425,6 +425,21 @@ class PollingTests(ClientTestCase):
         self.successResultOf(self.client.finish())  # no longer a member: no 4
         self.assertEqual(self.sent(), [b"1 Cy", b"5", b"5", b"5"])
 
+    def test_a_chat_mode_join_without_reply_is_left_all_the_same(self):
+        """
+        A join (of the chat mode) with no reply may have joined all the same:
+        finishing sends 4; a lost join typed in the raw console does not.
+        """
+        joined = self.client.join("Cy")
+        self.clock.advance(2.0)
+        self.assertIsNone(self.successResultOf(joined))
+        self.assertFalse(self.client.registered)
+        self.client.finish()
+        self.assertEqual(self.sent(), [b"1 Cy", b"4"])
+        self.answer(wire.ILLEGAL)  # it had not joined after all
+        self.client.finish()
+        self.assertEqual(self.sent(), [b"1 Cy", b"4"])
+
     def test_leaving_stops_polling(self):
         """Once 4 is answered, no more polls are sent."""
         self.joined()
@@ -738,11 +753,14 @@ class ArgumentParsingTests(SynchronousTestCase):
     """
 
     def test_defaults(self):
-        """Without options the client polls every second and waits 2 s for each reply."""
+        """
+        Without options the client polls every second, and waits for each
+        reply as long as its protocol does (2 s for 1.0, 30 s for sessions).
+        """
         options = client_module.parse_arguments(["::1", "12345"])
         self.assertEqual(
             (options.host, options.port, options.poll_interval, options.timeout, options.name),
-            ("::1", 12345, 1.0, 2.0, None),
+            ("::1", 12345, 1.0, None, None),
         )
 
     def test_name_and_intervals(self):
@@ -796,7 +814,7 @@ class LayoutTests(SynchronousTestCase):
     """
 
     def test_client_wing_imports_only_downward(self):
-        """wire, session, raw, console, client: each imports only modules before it."""
+        """wire, terminal, session, reliable, raw, console, client: each imports only modules before it."""
         for index, module in enumerate(CLIENT_WING):
             below = {f"udpchat.{name}" for name in CLIENT_WING[:index]}
             self.assertEqual(udpchat_imports(module) - below, set(), module)
@@ -816,7 +834,7 @@ class LayoutTests(SynchronousTestCase):
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 if isinstance(node, ast.Constant) and isinstance(node.value, bytes):
                     literals.add(node.value)
-        self.assertEqual(literals & {b"1", b"2", b"3", b"4", b"5"}, set())
+        self.assertEqual(literals & {b"%d" % code for code in range(10)}, set())
 
 
 class ScriptedServer(Member):
@@ -1119,12 +1137,17 @@ class CommandLineTests(CommandTestCase):
         return result.returncode, modules
 
     def test_raw_client_loads_neither_conch_nor_the_chat_mode(self):
-        """The raw command runs without importing Twisted's conch or udpchat.console."""
+        """The raw command runs without importing Twisted's conch, udpchat.console or sessions."""
         status, modules = self.imports("127.0.0.1", str(free_port()), "--timeout", "1")
         self.assertEqual(status, 0)
         self.assertIn("udpchat.session", modules)
         self.assertEqual(
-            [m for m in modules if m.startswith("twisted.conch") or m == "udpchat.console"], []
+            [
+                m
+                for m in modules
+                if m.startswith("twisted.conch") or m in ("udpchat.console", "udpchat.reliable")
+            ],
+            [],
         )
 
     def test_every_module_is_loaded_once(self):

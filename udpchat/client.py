@@ -5,9 +5,10 @@ running a session until it is over.
     python -m udpchat.client HOST PORT [--poll-interval S] [--timeout S] [--name NAME]
 
 Without C{--name} the session is the raw console (L{udpchat.raw}: protocol
-lines in, replies out); with it, the chat mode (L{udpchat.console}), which
-this module imports only then, so that the raw client never loads Twisted's
-conch.  Both talk through L{udpchat.session}.  This module is the top of the
+lines in, replies out), talking through L{udpchat.session}'s 1.0 client;
+with it, the chat mode (L{udpchat.console}), talking by sessions through
+L{udpchat.reliable}, both of which this module imports only then, so that
+the raw client never loads Twisted's conch.  This module is the top of the
 client wing: it runs as C{__main__}, and no module imports it, so that no
 module of udpchat is loaded twice in one process.
 """
@@ -24,7 +25,7 @@ from twisted.internet.threads import deferToThread
 
 from udpchat import wire
 from udpchat.raw import RawSession
-from udpchat.session import NO_REPLY, READ_BYTES, ChatClient, complain
+from udpchat.session import DEFAULT_TIMEOUT, NO_REPLY, READ_BYTES, ChatClient, complain
 
 PROGRAM = "python -m udpchat.client"
 
@@ -52,9 +53,10 @@ def parse_arguments(argv):
     parser.add_argument(
         "--timeout",
         type=_seconds(allow_zero=False),
-        default=2.0,
+        default=None,
         metavar="SECONDS",
-        help="wait this long for each reply (default: %(default)s)",
+        help=f"wait this long for each reply (default: {DEFAULT_TIMEOUT:g}; with --name "
+        "and a server with sessions, 30, sending the request again meanwhile)",
     )
     parser.add_argument(
         "--name",
@@ -128,12 +130,38 @@ async def _resolve_or_exit(host, port):
     raise SystemExit(NO_REPLY)
 
 
-def _make_session(options):
+def _make_session(options, server, reactor):
+    """The session that C{options} ask for, and its client of C{server}."""
+    timeout = options.timeout
     if options.name is None:
-        return RawSession()
-    from udpchat import console  # the chat mode and conch, only when asked for
+        session = RawSession()
+        client = ChatClient(
+            server,
+            reactor,
+            show=session.show,
+            warn=session.warn,
+            forgotten=session.forgotten,
+            poll_interval=options.poll_interval,
+            timeout=timeout or DEFAULT_TIMEOUT,
+        )
+        return session, client
+    # The chat mode, sessions and conch, only when asked for.
+    from udpchat import console, reliable
 
-    return console.ChatSession(options.name)
+    session = console.ChatSession(options.name)
+    client = reliable.SessionClient(
+        server,
+        reactor,
+        show=session.show,
+        warn=session.warn,
+        forgotten=session.forgotten,
+        lost=session.lost,
+        gave_up=session.gave_up,
+        poll_interval=options.poll_interval,
+        timeout=timeout or reliable.GIVE_UP,
+        legacy_timeout=timeout or DEFAULT_TIMEOUT,
+    )
+    return session, client
 
 
 def _interrupt_on_signals(reactor, session):
@@ -155,16 +183,7 @@ def _interrupt_on_signals(reactor, session):
 async def _main(reactor, argv):
     options = parse_arguments(argv)
     family, server = await _resolve_or_exit(options.host, options.port)
-    session = _make_session(options)
-    client = ChatClient(
-        server,
-        reactor,
-        show=session.show,
-        warn=session.warn,
-        forgotten=session.forgotten,
-        poll_interval=options.poll_interval,
-        timeout=options.timeout,
-    )
+    session, client = _make_session(options, server, reactor)
     reactor.listenUDP(
         0,
         client,

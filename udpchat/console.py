@@ -8,10 +8,13 @@ typed: Twisted's conch line editor (L{HistoricRecvLine}, history included)
 under L{ServerProtocol} on L{StandardIO}.  Elsewhere it reads and writes
 plain lines, with no terminal control codes, for scripts.
 
-This module sits on top of L{udpchat.session} (the protocol, leaving, the
-exit status) and L{udpchat.raw} (stdin cut into lines), and is imported
-only by L{udpchat.client}, when C{--name} asks for it: it alone loads
-Twisted's conch.  It knows requests and the server's lines only through
+This module sits on top of L{udpchat.session} (leaving, the exit status)
+and L{udpchat.raw} (stdin cut into lines), and is imported only by
+L{udpchat.client}, when C{--name} asks for it: it alone loads Twisted's
+conch.  Its requests go through a client with the chat mode's requests
+(C{join}, C{say}, C{rename}, C{poll}, C{raw}): L{udpchat.reliable}'s, by
+sessions, or the 1.0 L{udpchat.session.ChatClient}, whose Deferreds fire
+alike, with the reply, a L{Refused} or None.  It knows requests and the server's lines only through
 L{udpchat.wire}, which judges requests for the client as for the server (a
 line the protocol refuses is explained here, by the reason's constant, and
 never sent) and decodes what the server sends.  Whatever is shown passes
@@ -33,7 +36,7 @@ from twisted.internet import fdesc, stdio
 
 from udpchat import wire
 from udpchat.raw import StdioLines
-from udpchat.session import Occasion, Session, complain
+from udpchat.session import Occasion, Refused, Session, complain
 from udpchat.terminal import visible
 
 PLAIN = "plain"
@@ -56,6 +59,7 @@ Every line you type is sent to the group.  Commands:
 Begin a message with // to send one that begins with /."""
 
 _FORGOTTEN = "the server has forgotten you (restarted? idle too long?): /join to join again"
+_LOST = "the server lost your session: lines may be missing; joining again"
 
 # Where the session stands with the group.
 _JOINING = "joining"  # a join is under way: lines typed wait for it
@@ -85,6 +89,19 @@ _WHY = {
     wire.NOT_UTF8: "the line is not valid UTF-8",
 }
 
+# The reasons a server with sessions gives for refusing a request
+# (C{Seq refused Reason}), as a user would like to read them.
+_REFUSALS = {
+    wire.NAME_TAKEN: "it is taken",
+    wire.ROOM_FULL: "the group is full",
+    wire.GROUP_FULL: "the group has as many members from your network as it takes",
+    wire.ADDRESS_IN_USE: "another member sends from your address",
+    wire.POSITION_AHEAD: "the client asked for lines the server never had",
+    wire.LEGACY_REFUSED: "the server takes members with sessions only",
+}
+# The refusals of a name for which another name may do.
+_NAME_REFUSALS = (None, wire.NAME_TAKEN)
+
 
 def explain(error, text=""):
     """
@@ -108,8 +125,10 @@ class ChatSession(Session):
 
     A join that fails on a terminal leaves the session running: after a
     refused name the next line typed is a name (commands still work), after
-    no reply C{/join} tries again.  Once the server has forgotten the member
-    (it refused a poll or a message), C{/join} joins again.
+    no reply C{/join} tries again.  Once a 1.0 server has forgotten the
+    member (it refused a poll or a message), C{/join} joins again; a server
+    with sessions that lost the session is joined again by the client
+    itself (L{lost}).
 
     @param name: a name that L{wire} accepts (the command line checked it).
     @param terminal: whether to use the terminal's line editor; by default,
@@ -168,6 +187,14 @@ class ChatSession(Session):
     def forgotten(self):
         self._out()
 
+    def lost(self, joined):
+        """
+        The server lost the session: the client registers again, and
+        C{joined} fires as the L{Deferred} of a join does.
+        """
+        self.io.say(_LOST, PROBLEM)
+        self._joining(self.name, joined)
+
     def line_received(self, line):
         if self._leaving:
             return
@@ -212,14 +239,16 @@ class ChatSession(Session):
 
         @return: the L{Deferred} of the request.
         """
+        return self._joining(name, self.client.join(name))
+
+    def _joining(self, name, joined):
         self.name = name
         self._state = _JOINING
         self.io.set_prompt(f"{name}> ")
-        joined = self.client.request(wire.encode_request(wire.Join(name)))
         return joined.addCallback(self._join_answered, name)
 
     def _join_answered(self, reply, name):
-        if reply is None or reply == wire.ILLEGAL:
+        if reply is None or isinstance(reply, Refused):
             self._join_failed(reply, name)
             return
         self._state = _JOINED
@@ -230,11 +259,14 @@ class ChatSession(Session):
         if reply is None:
             why = f"could not join as {name!r}: the server did not answer"
             state, next_step = _OUT, "/join tries again, /quit leaves"
-        else:
-            why = _refused(name)
+        elif reply.reason in _NAME_REFUSALS:
+            why = _refused(name, reply.reason)
             state, next_step = _NAMING, "Type another name, or /quit"
+        else:
+            why = f"could not join as {name!r}: {_refusal(reply.reason)}"
+            state, next_step = _OUT, "/join tries again, /quit leaves"
         self.io.say(why, PROBLEM)
-        if not self._terminal or self._input_over:
+        if not self._terminal or self._input_over or self._leaving:
             self._backlog.clear()
             self.fail()
             return
@@ -320,13 +352,13 @@ class ChatSession(Session):
 
     def _say(self, text):
         try:
-            datagram = wire.judged(wire.Say(text))
+            wire.judged(wire.Say(text))
         except wire.IllegalMessage as e:
             self.io.say(f"not sent: {explain(e, text)}", PROBLEM)
             return
         if not self._in_group():
             return
-        return self.client.request(datagram).addCallback(self._say_answered, text)
+        return self.client.say(text).addCallback(self._say_answered, text)
 
     def _say_answered(self, reply, text):
         line = f"{self.name}: {text}"
@@ -334,9 +366,13 @@ class ChatSession(Session):
             self.io.say(line, PLAIN)
         elif reply is None:
             self.io.say(f"(not delivered: no reply from the server) {line}", PROBLEM)
-        elif reply == wire.ILLEGAL:
-            self.io.say(f"(not delivered: the server refused it) {line}", PROBLEM)
-            self._out()
+        elif isinstance(reply, Refused):
+            if reply.reason is None:
+                self.io.say(f"(not delivered: the server refused it) {line}", PROBLEM)
+                self._out()  # 1.0's refusal: most likely, no longer a member
+            else:
+                why = _refusal(reply.reason)
+                self.io.say(f"(not delivered: the server refused it: {why}) {line}", PROBLEM)
         else:
             self._unexpected(reply, line)
 
@@ -354,21 +390,21 @@ class ChatSession(Session):
             self.io.say(f"you are already called {name!r}", PROBLEM)
             return
         try:
-            datagram = wire.judged(wire.Rename(name))
+            wire.judged(wire.Rename(name))
         except wire.IllegalMessage as e:
             self.io.say(f"not a valid name: {explain(e)}", PROBLEM)
             return
         if not self._in_group():
             return
-        return self.client.request(datagram).addCallback(self._nick_answered, name)
+        return self.client.rename(name).addCallback(self._nick_answered, name)
 
     def _nick_answered(self, reply, name):
         if reply == wire.EMPTY:
             self._renamed(name)
         elif reply is None:
             self.io.say(f"no reply from the server: your name may still be {self.name!r}", PROBLEM)
-        elif reply == wire.ILLEGAL:
-            self.io.say(_refused(name), PROBLEM)
+        elif isinstance(reply, Refused):
+            self.io.say(_refused(name, reply.reason), PROBLEM)
         else:
             self._unexpected(reply, f"/nick {name}")
 
@@ -380,14 +416,16 @@ class ChatSession(Session):
     def _poll(self, argument):
         if not self._in_group():
             return
-        fetched = self.client.request(wire.encode_request(wire.FETCH))
-        return fetched.addCallback(self._poll_answered)
+        return self.client.poll().addCallback(self._poll_answered)
 
     def _poll_answered(self, reply):
         if reply is None:
             self.io.say("no reply from the server to /poll", PROBLEM)
-        elif reply == wire.ILLEGAL:
-            self._out()
+        elif isinstance(reply, Refused):
+            if reply.reason is None:
+                self._out()
+            else:
+                self.io.say(f"the server refused the poll: {_refusal(reply.reason)}", PROBLEM)
         elif not reply:
             self.io.say("No new messages", EVENT)
         else:
@@ -401,7 +439,7 @@ class ChatSession(Session):
                 PROBLEM,
             )
             return
-        return self.client.request(datagram).addCallback(self._raw_answered, datagram)
+        return self.client.raw(datagram).addCallback(self._raw_answered, datagram)
 
     def _raw_answered(self, reply, datagram):
         if reply is None:
@@ -441,8 +479,14 @@ class ChatSession(Session):
             self.io.say(line, PLAIN)
 
 
-def _refused(name):
-    return f"the server refused the name {name!r}: it is taken, or not allowed"
+def _refused(name, reason=None):
+    # 1.0's refusal (reason None) does not say why.
+    why = "it is taken, or not allowed" if reason is None else _refusal(reason)
+    return f"the server refused the name {name!r}: {why}"
+
+
+def _refusal(reason):
+    return _REFUSALS.get(reason, reason)
 
 
 def _member_list(reply):

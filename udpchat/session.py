@@ -1,9 +1,13 @@
 """
 A client's session with a udpchat server, under whatever input and output
-the user has: the UDP protocol (L{ChatClient}: one request outstanding at a
+the user has: the 1.0 protocol (L{ChatClient}: one request outstanding at a
 time, its reply paired with it, a timeout each, automatic polling), and the
 L{Session} that the raw console (L{udpchat.raw}) and the chat mode
-(L{udpchat.console}) build on: leaving, Ctrl-C, the exit status.
+(L{udpchat.console}) build on: leaving, Ctrl-C, the exit status.  The chat
+mode talks to the server through L{udpchat.reliable} (sessions), which
+falls back on L{ChatClient} when the server has none; both answer the chat
+mode's requests (L{ChatClient.join}, L{ChatClient.say}...) alike: with the
+reply, a L{Refused}, or None.
 
 The bottom of the client wing: it imports only L{udpchat.wire}, through
 which it builds and classifies requests (it spells no request code), and
@@ -13,6 +17,7 @@ knows nothing of stdin, terminals or the command line.
 import signal
 import sys
 from collections import deque
+from dataclasses import dataclass
 
 from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol
@@ -38,8 +43,30 @@ more than L{MAX_REPLY_BYTES}, so that a datagram the system cut to that
 size is known to be cut, and never shown as if it were whole.
 """
 
+DEFAULT_TIMEOUT = 2.0
+"""Seconds a 1.0 request waits for its reply (C{--timeout}'s default)."""
+
 _LEAVE = wire.encode_request(wire.LEAVE)
 _FETCH = wire.encode_request(wire.FETCH)
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """
+    What a chat-mode request's L{Deferred} fires with when the server
+    refused it.
+
+    @ivar reason: why, as one of L{wire}'s reasons (L{wire.NAME_TAKEN}...)
+        when the server said (a session's C{Seq refused Reason}); None when
+        it did not (1.0's C{Illegal message}).
+    """
+
+    reason: str = None
+
+
+def _refusal(reply):
+    # 1.0's one refusal says nothing of why.
+    return Refused() if reply == wire.ILLEGAL else reply
 
 
 def complain(message):
@@ -130,6 +157,9 @@ class ChatClient(DatagramProtocol):
         self._silent_server = False  # "no reply" said, and not answered since
         self._finishing = None  # Deferred that fires when the queue is empty
         self._left = False  # the closing "4" has been sent
+        # A join of the chat mode got no reply: the server may have taken it
+        # all the same, so the closing "4" goes too (no ghost member).
+        self._perhaps_member = False
 
     def request(self, datagram):
         """
@@ -149,6 +179,39 @@ class ChatClient(DatagramProtocol):
     def send(self, datagram):
         """Queue a request typed by the user, and show its reply."""
         self.request(datagram).addCallback(self._show_reply)
+
+    # The chat mode's requests: each returns a Deferred that fires with the
+    # reply (bytes), a Refused, or None when no reply came.
+
+    sessions = False
+    """Whether requests go by sessions: never, here (see L{udpchat.reliable})."""
+
+    def join(self, name):
+        """C{1 Name}: the reply is the member list."""
+        sent = self._finishing is None
+        joined = self.request(wire.encode_request(wire.Join(name)))
+        return joined.addCallback(self._join_answered, sent)
+
+    def _join_answered(self, reply, sent):
+        if reply is None and sent:
+            self._perhaps_member = True
+        return _refusal(reply)
+
+    def say(self, text):
+        """C{2 Text}: the reply is empty."""
+        return self.request(wire.encode_request(wire.Say(text))).addCallback(_refusal)
+
+    def rename(self, name):
+        """C{3 New}: the reply is empty."""
+        return self.request(wire.encode_request(wire.Rename(name))).addCallback(_refusal)
+
+    def poll(self):
+        """C{5}: the reply is the lines."""
+        return self.request(_FETCH).addCallback(_refusal)
+
+    def raw(self, datagram):
+        """C{datagram} as it is: the reply as it is, or None."""
+        return self.request(datagram)
 
     def _show_reply(self, reply):
         if reply:
@@ -176,7 +239,7 @@ class ChatClient(DatagramProtocol):
         self._silent_server = False
         if len(datagram) > MAX_REPLY_BYTES:
             self._warn(
-                f"a reply from {_show_address(self.server)} was longer than "
+                f"a reply from {show_address(self.server)} was longer than "
                 f"{MAX_REPLY_BYTES} bytes and could not be read whole: not shown"
             )
             self._unanswered(request)
@@ -186,6 +249,8 @@ class ChatClient(DatagramProtocol):
 
     def _answered(self, request, reply):
         refused = reply == wire.ILLEGAL
+        if request.kind is wire.Leave:
+            self._perhaps_member = False  # whatever the answer: not a member now
         if request.kind is wire.Fetch:
             if request.automatic and refused:
                 self._forgotten()
@@ -217,7 +282,7 @@ class ChatClient(DatagramProtocol):
             return
         if not self._queue and self._finishing is not None:
             # Leave only now: a "1 Name" still in the queue may register us.
-            if self.registered and not self._left:
+            if (self.registered or self._perhaps_member) and not self._left:
                 self._left = True
                 self._queue.append(_Request(_LEAVE, automatic=True))
             elif not self._finishing.called:
@@ -231,7 +296,7 @@ class ChatClient(DatagramProtocol):
             self.transport.write(request.datagram, self.server)
         except OSError as e:
             # No route, say: the timeout reports it like any lost reply.
-            self._warn(f"cannot send to {_show_address(self.server)}: {e.strerror or e}")
+            self._warn(f"cannot send to {show_address(self.server)}: {e.strerror or e}")
 
     def _timed_out(self):
         request, _ = self._outstanding
@@ -239,7 +304,7 @@ class ChatClient(DatagramProtocol):
         if not self._silent_server:
             self._silent_server = True
             self._warn(
-                f"no reply from {_show_address(self.server)} within "
+                f"no reply from {show_address(self.server)} within "
                 f"{self._timeout:g} s (is the server running?)"
             )
         self._unanswered(request)
@@ -278,7 +343,8 @@ class ChatClient(DatagramProtocol):
         self._queue = deque(request for request in self._queue if not request.is_poll())
 
 
-def _show_address(address):
+def show_address(address):
+    """C{(host, port)} as the client's messages name it."""
     host, port = address[:2]
     return f"{host} port {port}"
 
@@ -337,6 +403,7 @@ class Session:
         self.closed = defer.Deferred()
         self._complain = complain
         self._failed = False  # the session could not do what it was for
+        self._last_words = None  # why the client gave up, said last
         self._interrupted = False  # a second Ctrl-C cut the wait short
         self._leaving = False
 
@@ -372,6 +439,15 @@ class Session:
         self._failed = True
         self.leave()
 
+    def gave_up(self, message):
+        """
+        The client gave up on the server (no reply for its deadline) and
+        sends nothing more: end the session with L{NO_REPLY}, C{message}
+        (str) said last, on stderr.
+        """
+        self._last_words = message
+        self.fail()
+
     def leave(self):
         """
         Leave the group once the requests queued are answered, then close
@@ -403,6 +479,8 @@ class Session:
         if unanswered:
             requests = "request" if unanswered == 1 else "requests"
             self._complain(f"{unanswered} {requests} got no reply")
+        if self._last_words is not None:
+            self._complain(self._last_words)
         if self._interrupted:
             status = INTERRUPTED
         elif self._failed or unanswered:
