@@ -5,14 +5,18 @@ answered, backed off, and given up; L{SessionClient} playing README.rst's
 rules, the test answering as the server would, datagram by datagram, on a
 L{Clock} and a fake transport; and the chat mode on top of it
 (L{console.ChatSession}): what it shows, the session lost and joined again,
-giving up, and the fallback to 1.0 against a server without sessions.
+giving up, and the fallback to 1.0 against a server without sessions.  The
+real command runs only for its stderr and exit status; the whole chat mode
+against the real server through a lossy network is in
+tests/test_session_client_network.py (simulated) and in
+tests/test_sessions_e2e.py (real processes).
 """
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.test_client import SERVER, STRANGER, FakeStdio, UnroutableTransport
+from tests.test_client import SERVER, STRANGER, CommandTestCase, FakeStdio, UnroutableTransport
 from tests.test_console import FakeScreen
 from udpchat import console, reliable, wire
 from udpchat.reliable import RoundTrips, SessionClient
@@ -831,3 +835,44 @@ class ChatModeTests(ChatModeTestCase):
         self.assertEqual(self.sent()[1:], [b"1 Alice", b"2 hi", b"4"])
         self.assertEqual(self.complaints, [reliable.FALLBACK])
         self.assertEqual(self.stdio.lines(), ["You are alone in the group", "Alice: hi"])
+
+
+class ChatCommandTests(CommandTestCase):
+    """
+    The real command in chat mode through pipes, against a L{ScriptedServer}:
+    what needs the process (its stderr, its exit status, its socket).
+    """
+
+    def test_a_server_without_sessions_gets_the_1_0_requests(self):
+        """Illegal message to the registration: said once on stderr, then 1 Name, 2 Text, 4."""
+        server = self.scripted_server()
+        client = self.local_client(server.port, "--poll-interval", "0", "--name", "Al")
+        self.assertRegex(server.receive(), rb"\A6 [0-9a-f]{32} Al\Z")
+        server.answer(wire.ILLEGAL)
+        self.assertEqual(server.receive(), b"1 Al")
+        server.answer(b"Bo")
+        client.type("hello\n")
+        self.assertEqual(server.receive(), b"2 hello")
+        server.answer(b"")
+        client.end_input()
+        self.assertEqual(server.receive(), b"4")
+        server.answer(b"")
+        self.assertEqual(client.wait(), 0, client.stderr.text())
+        self.assertEqual(client.stdout.lines, ["In the group: Bo", "Al: hello"])
+        self.assertEqual(client.stderr.lines, [f"udpchat.client: {reliable.FALLBACK}"])
+
+    def test_no_reply_for_the_deadline_ends_the_chat_with_status_1(self):
+        """A server that never answers: the registration sent again, then given up, said last."""
+        server = self.scripted_server()
+        client = self.local_client(server.port, "--timeout", "1.5", "--name", "Al")
+        registration = server.receive()
+        self.assertEqual(server.receive(), registration)  # the same, a second later
+        self.assertEqual(client.wait(), NO_REPLY)
+        self.assertEqual(
+            client.stderr.lines,
+            [
+                "udpchat.client: could not join as 'Al': the server did not answer",
+                "udpchat.client: no reply from the server for 1.5 seconds",
+            ],
+        )
+        self.assertEqual(client.stdout.lines, [])

@@ -165,7 +165,7 @@ class LossyNetworkTests(SynchronousTestCase):
     reordering.
     """
 
-    @settings(max_examples=60, deadline=None)
+    @settings(max_examples=200, deadline=None)
     @given(
         seed=st.integers(0, 2**32),
         members=st.integers(2, 4),
