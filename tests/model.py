@@ -230,7 +230,8 @@ class ModelRoom:
             session.budget = 0
             self.events.append(Moved(old, source, self.names[source]))
         self._heard(session, datagram, now)
-        if seq == session.seq and not isinstance(request, wire.SessionFetch):
+        repeat = seq == session.seq
+        if repeat and not isinstance(request, wire.SessionFetch):
             if session.reply is None:
                 return None  # the number of a poll
             return self._budgeted(session, session.reply)
@@ -256,28 +257,26 @@ class ModelRoom:
             self._remove(source)
             self.events.append(Left(source, name))
         else:
-            reply = self._session_fetch(source, session, request.seq, request.position)
+            reply = self._session_fetch(source, session, request.seq, request.position, repeat)
         session.reply = None if isinstance(request, wire.SessionFetch) else reply
         return self._budgeted(session, reply)
 
-    def _session_fetch(self, source, session, seq, position):
+    def _session_fetch(self, source, session, seq, position, repeat):
         if position > self.broadcasts:
             return b"%d refused position ahead" % seq
         oldest = self.broadcasts - 2 * self.max_pending
         queue = self.queues[source]
         # What arrived goes; what the log forgot before it arrived is lost.
-        confirmed = [entry for entry in queue if entry[0] < position]
         lost = [entry for entry in queue if position <= entry[0] < oldest]
         queue = [entry for entry in queue if entry[0] >= max(position, oldest)]
         kept = queue[max(0, len(queue) - self.max_pending) :]
         self.dropped[source] += len(lost) + len(queue) - len(kept)
         self.queues[source] = kept
-        del confirmed
         lines = []
-        if self.dropped[source]:
-            count = self.dropped[source]
+        # A repeat tells what the first reply to its number told.
+        count = session.told = session.told if repeat else self.dropped[source]
+        if count:
             lines.append(b"[%d line%s dropped]" % (count, b"" if count == 1 else b"s"))
-            session.told = count
         room = self.cap - len(b"%d %d" % (seq, self.broadcasts)) - 1
         if session.budget is not None:
             room = min(room, session.budget - len(b"%d %d" % (seq, self.broadcasts)) - 1)

@@ -1049,6 +1049,24 @@ class SessionTests(SynchronousTestCase):
             ([ILLEGAL] * 5, [(A, "Al"), (B, "Bo")], b""),
         )
 
+    def test_repeated_poll_tells_of_the_dropped_lines_its_first_reply_told(self):
+        """Whichever reply to a poll arrives, its notice counts the same lines: drops since are told by the next poll."""
+        self.room = Room(new_token=counting_tokens(), max_pending=2)
+        self.receive(A, b"6 %s Al" % NONCES[0])
+        self.receive(B, b"1 Bo")
+        for text in (b"a", b"b", b"c"):
+            self.receive(B, b"2 " + text)
+        first = self.receive(A, b"8 %s 1 1" % TOKENS[0])  # Bo's join and a dropped
+        for text in (b"d", b"e"):
+            self.receive(B, b"2 " + text)
+        again = self.receive(A, b"8 %s 1 1" % TOKENS[0])
+        position = int(first.split(b"\n")[0].split()[1])
+        later = self.receive(A, b"8 %s 2 %d" % (TOKENS[0], position))
+        self.assertEqual(
+            (first, again, later),
+            (b"1 5\n[2 lines dropped]\nBo: b\nBo: c", b"1 7\n[2 lines dropped]\nBo: d\nBo: e", b"2 7\n[2 lines dropped]\nBo: d\nBo: e"),
+        )
+
     def test_unknown_token_is_told(self):
         """A request with a token no session has: Seq unknown, so that the client registers again."""
         self.assertEqual(self.receive(A, b"8 %s 4 0" % TOKENS[3]), b"4 unknown")

@@ -557,7 +557,8 @@ class Room:
             self._dirty[member.id] = member
             self.changed = True
         kind = request.__class__
-        if seq != session.seq:
+        repeat = seq == session.seq
+        if not repeat:
             if session.budget is not None and session.replied_to == source:
                 session.budget = None  # it got the last reply: it receives
             session.seq = seq
@@ -572,7 +573,7 @@ class Room:
         session.replied_to = source
         if kind is wire.SessionFetch:
             session.reply = None  # a repeat is answered anew
-            reply = self._session_fetch(member, request)
+            reply = self._session_fetch(member, request, repeat)
         elif kind is wire.SessionSay:
             self._say(source, member, request, now)
             reply = session.reply = b"%d" % seq
@@ -630,7 +631,7 @@ class Room:
         self._mark(member)
         self._report(Moved(old, source, member.name))
 
-    def _session_fetch(self, member, request):
+    def _session_fetch(self, member, request, repeat):
         log = self._log
         cursor = member.cursor
         position = request.position
@@ -658,9 +659,11 @@ class Room:
         session = member.session
         if session.budget is not None:
             budget = min(budget, session.budget - len(head) - _SEPARATOR_BYTES)
-        if member.dropped:
-            notice = wire.dropped(member.dropped)
-            session.told = member.dropped
+        # A repeat tells of as many dropped lines as the first reply did,
+        # whichever of the two arrives: any dropped since, the next poll.
+        told = session.told = session.told if repeat else member.dropped
+        if told:
+            notice = wire.dropped(told)
             text, position = log.look(cursor, max(budget - len(notice) - _SEPARATOR_BYTES, 0))
             text = notice + wire.LINE_SEPARATOR + text if text else notice
         else:
