@@ -4,12 +4,13 @@ clients talking to it through a lossy proxy (L{tests.lossyproxy}) that
 drops a tenth of the datagrams each way and changes a client's source port
 mid-session, as a NAT that forgot its mapping does.
 
-The session clients here are L{SessionMember}: a small client written from
-README.rst's rules alone (register with a nonce, number the requests, one
-at a time, repeat on a timeout, poll with the position the last poll
-gave), so that a third party's client is what is tested, not the bundled
-one; the bundled chat mode gets its own test.  Every test has deadlines,
-fixed seeds, and ends every process and thread it starts.
+Most session clients here are L{SessionMember}: a small client written
+from README.rst's rules alone (register with a nonce, number the requests,
+one at a time, repeat on a timeout, poll with the position the last poll
+gave), so that the protocol reference is tested, not only the bundled
+client; the bundled chat mode (C{--name}) goes through the same proxy as
+subprocesses.  Every test has deadlines, fixed seeds, and ends every
+process and thread it starts.
 """
 
 import os
@@ -22,7 +23,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from tests.harness import DEADLINE, ProcessTestCase, require_root, wait_for
 from tests.lossyproxy import DOWNSTREAM, UPSTREAM, LossyProxy
@@ -546,10 +547,6 @@ class ChatModeThroughLossTests(SessionTestCase):
 
     def test_chat_mode_clients_deliver_every_line_once_and_roam(self):
         """5 chat-mode clients x 20 lines at 10% loss each way, one moved mid-chat: each line once."""
-        raise SkipTest(
-            "the chat mode does not use sessions yet (issue 13: udpchat/session.py, "
-            "console.py); this test is ready for it"
-        )
         server = self.server()
         proxy = self.proxy(server, loss=LOSS, seed=2024)
         clients = self.start_clients(server, proxy)
@@ -572,16 +569,19 @@ class ChatModeThroughLossTests(SessionTestCase):
         for k, ((_, client), name) in enumerate(zip(clients, names)):
             shown = client.stdout.lines
             chat = [line for line in shown if CHAT_LINE.match(line)]
-            expected = [f"{o}: line {j} from {o}" for o in names if o != name for j in range(self.lines)]
+            # Every line of the others once, and each of its own once: the
+            # chat mode shows a line of its own once it is acknowledged.
+            expected = [f"{o}: line {j} from {o}" for o in names for j in range(self.lines)]
             self.assertEqual(Counter(chat), Counter(expected), name)
+            self.assertNotIn("not delivered", client.stderr.text(), name)
             # No join or leave but the joins of those who came later, and the
-            # leaves at the end, after every line.
+            # leaves at the end, after every line of the others.
             joins = [line for line in shown if line.endswith(" has joined")]
             self.assertEqual(joins, [f"{o} has joined" for o in names[k + 1 :]], name)
-            last_chat = max(i for i, line in enumerate(shown) if CHAT_LINE.match(line))
-            self.assertFalse(
-                [line for line in shown[:last_chat] if "has left" in line], name
+            last = max(
+                i for i, line in enumerate(shown) if CHAT_LINE.match(line) and not line.startswith(f"{name}: ")
             )
+            self.assertEqual([line for line in shown[:last] if "has left" in line], [], name)
 
     def wait_shown(self, clients, names, count):
         """Wait until every client has shown the first C{count} lines of every other."""
