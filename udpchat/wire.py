@@ -371,47 +371,44 @@ def parse_request(datagram):
 
 def _parse_session(request, argument):
     # The session requests: off the 1.0 requests' path, which they must
-    # not slow down, and read by slicing (a regular expression costs twice
-    # as much): NONCE-or-TOKEN SP, then SEQ SP, then the rest.
-    if (
-        len(argument) <= TOKEN_BYTES + 1
-        or argument[TOKEN_BYTES] != _SPACE
-        or argument[:TOKEN_BYTES].translate(None, _HEX_DIGITS)
-    ):
+    # not slow down, and read with one split (a regular expression costs
+    # twice as much): NONCE-or-TOKEN, then SEQ, then the rest.
+    fields = argument.split(b" ", _SPLITS[request])
+    token = fields[0]
+    if len(token) != TOKEN_BYTES or token.translate(None, _HEX_DIGITS):
         raise IllegalMessage(MALFORMED)
-    token = argument[:TOKEN_BYTES]
-    rest = argument[TOKEN_BYTES + 1 :]
     if request is Register:
-        return Register(token, _check_name(decode(rest)))
-    seq, space, rest = rest.partition(b" ")
-    seq = _number(seq)
-    if not seq:  # 0 is the registration's number
+        if len(fields) != 2:
+            raise IllegalMessage(MALFORMED)
+        return Register(token, _check_name(decode(fields[1])))
+    seq = fields[1] if len(fields) > 1 else b""
+    # A number: ASCII digits only (bytes.isdigit() knows no others), at
+    # most MAX_NUMBER_DIGITS, no leading zero, and 0 is the registration's.
+    if not seq.isdigit() or len(seq) > MAX_NUMBER_DIGITS or seq[0] == _ZERO:
         raise IllegalMessage(MALFORMED)
     if request is SessionLeave:
-        if space:
+        if len(fields) != 2:
             raise IllegalMessage(MALFORMED)
-        return SessionLeave(token, seq)
-    if not rest:
+        return SessionLeave(token, int(seq))
+    if len(fields) != 3 or not fields[2]:
         raise IllegalMessage(MALFORMED)
+    rest = fields[2]
     if request is SessionFetch:
-        return SessionFetch(token, seq, _number(rest))
+        if (
+            not rest.isdigit()
+            or len(rest) > MAX_NUMBER_DIGITS
+            or (rest[0] == _ZERO and len(rest) > 1)
+        ):
+            raise IllegalMessage(MALFORMED)
+        return SessionFetch(token, int(seq), int(rest))
     if request is SessionSay:
-        return SessionSay(token, seq, _check_text(rest))
-    return SessionRename(token, seq, _check_name(decode(rest)))
+        return SessionSay(token, int(seq), _check_text(rest))
+    return SessionRename(token, int(seq), _check_name(decode(rest)))
 
 
 _HEX_DIGITS = b"0123456789abcdef"
-
-
-def _number(digits):
-    """C{digits} (bytes) as a whole number, if they are one as sessions write it."""
-    if (
-        not digits.isdigit()  # ASCII digits only, for bytes
-        or len(digits) > MAX_NUMBER_DIGITS
-        or (digits[0] == _ZERO and len(digits) > 1)
-    ):
-        raise IllegalMessage(MALFORMED)
-    return int(digits)
+_SPLITS = {Register: 1, SessionSay: 2, SessionFetch: 2, SessionRename: 2, SessionLeave: 1}
+"""How many spaces of each request's argument separate its fields."""
 
 
 _ZERO = ord("0")
