@@ -12,6 +12,8 @@ import socket
 import struct
 import time
 
+from twisted.trial.unittest import SkipTest
+
 from tests.harness import ProcessTestCase, wait_for
 
 SUMMARY = re.compile(r"in the last \d+ seconds: (.*)")
@@ -25,7 +27,7 @@ def raw_udp_socket():
     try:
         return socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
     except PermissionError:
-        raise ProcessTestCase.skipException(
+        raise SkipTest(
             "needs root (CAP_NET_RAW) to forge a datagram's source port"
         ) from None
 
