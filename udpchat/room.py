@@ -655,8 +655,11 @@ class Room:
             member.dropped += log.discard(cursor, self.max_pending)
         # Room for the lines, after "Seq NewPosition\n" at its longest.
         head = b"%d %d" % (seq, end)
-        budget = self.max_reply_bytes - len(head) - _SEPARATOR_BYTES
         session = member.session
+        if cursor.position == end and not (session.told if repeat else member.dropped):
+            session.told = 0
+            return head  # nothing new: the most common poll of all
+        budget = self.max_reply_bytes - len(head) - _SEPARATOR_BYTES
         if session.budget is not None:
             budget = min(budget, session.budget - len(head) - _SEPARATOR_BYTES)
         # A repeat tells of as many dropped lines as the first reply did,
