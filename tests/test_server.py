@@ -489,7 +489,7 @@ class ChatServerProtocolLoggingTests(ProtocolTestMixin, SynchronousTestCase):
             self.clock.advance(60)
             proto.datagramReceived(b"junk", AL)
             proto.doStop()
-        self.assertEqual((events, proto.counts), ([], Counter({"illegal": 2})))
+        self.assertEqual((events, proto.requests()), ([], {("illegal", "refused"): 2}))
 
 
 class SummaryTests(ProtocolTestMixin, SynchronousTestCase):
@@ -613,14 +613,14 @@ class SummaryTests(ProtocolTestMixin, SynchronousTestCase):
             for _ in range(4):
                 proto.datagramReceived(b"junk", source)  # 2 illegal, 2 over the rate
             clock.advance(60)
-            after_first = proto.counts.copy()
+            after_first = (proto.requests(), proto.dropped())
             proto.datagramReceived(b"junk", source)  # the bucket refilled
             clock.advance(60)
         self.assertEqual(
-            (after_first, proto.counts, fields(events, "illegal", "dropped")),
+            (after_first, (proto.requests(), proto.dropped()), fields(events, "illegal", "dropped")),
             (
-                Counter({"illegal": 2, limits.OVER_RATE: 2}),
-                Counter({"illegal": 3, limits.OVER_RATE: 2}),
+                ({("illegal", "refused"): 2}, {limits.OVER_RATE: 2}),
+                ({("illegal", "refused"): 3}, {limits.OVER_RATE: 2}),
                 [
                     {"illegal": 2, "dropped": {limits.OVER_RATE: 2}},
                     {"illegal": 1, "dropped": {}},
@@ -1026,12 +1026,15 @@ class StoreProtocolTests(ProtocolTestMixin, SynchronousTestCase):
                 self.transport.written,
                 [(e.get("source"), e["log_failure"].type) for e in events if e.get("log_failure")],
                 proto.counts,
+                (proto.requests(), proto.commit_failures),
                 (again.members(), again.pending(AL)),
             ),
             (
                 [(b"", AL), (b"Al", BO), (b"", BO)],
                 [("-", sqlite3.IntegrityError)],
-                Counter({"fault": 1}),
+                Counter({"fault": 1, "uncommitted": 1}),
+                # The text the failed commit undid was handled all the same.
+                ({("1", "ok"): 2, ("2", "ok"): 2}, 1),
                 ([(AL, "Al"), (BO, "Bo")], [b"Bo has joined", b"Bo: again"]),
             ),
         )

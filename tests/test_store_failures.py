@@ -120,7 +120,7 @@ class FailedCommitTests(SynchronousTestCase):
                 [],
                 [(b"Bo has joined", AL), (b"", BO), (b"Bo: again", AL)],
                 [sqlite3.IntegrityError],
-                Counter({"fault": 1}),
+                Counter({"fault": 1, "uncommitted": 1}),
             ),
         )
         self.flushLoggedErrors(sqlite3.IntegrityError)

@@ -128,6 +128,7 @@ class OptionsTests(OptionsTestMixin, SynchronousTestCase):
                 "state": None,
                 "state-sync": "normal",
                 "log-level": "info",
+                "metrics": None,
             },
         )
 

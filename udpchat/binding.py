@@ -1,10 +1,12 @@
 """
-Open the server's UDP socket, before twistd forks or drops privileges.
+Open the server's sockets, before twistd forks or drops privileges: its UDP
+socket, and the TCP socket it serves metrics on.
 
 Binding while the command line is checked turns "port in use" or
-"permission denied" into a usage error instead of a traceback, and lets us
-make the dual-stack socket that Twisted's listenUDP cannot (it sets no
-IPV6_V6ONLY, so "::" would be dual-stack only where the host's sysctl says).
+"permission denied" into a usage error instead of a traceback, lets a port
+below 1024 work with twistd's -u, and lets us make the dual-stack socket
+that Twisted's listenUDP cannot (it sets no IPV6_V6ONLY, so "::" would be
+dual-stack only where the host's sysctl says).
 """
 
 import errno
@@ -81,6 +83,32 @@ def _bind(family, host, port, receive_buffer=None):
             # Serve IPv4 peers too where the address allows it ("::").
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind((host, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def bind_tcp(host, port):
+    """
+    Return a non-blocking TCP socket bound to C{host} and C{port} and
+    listening, which C{reactor.adoptStreamPort} takes.
+
+    @param host: an IP address literal; C{::} serves IPv4 too.
+    @param port: a port number, 0 for any free port.
+    @raise OSError: when the socket cannot be made, bound or listen.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # As Twisted's listenTCP does: a restart need not wait for the
+        # connections of the last run to time out.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+        sock.listen(50)
         sock.setblocking(False)
     except BaseException:
         sock.close()

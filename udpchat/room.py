@@ -438,6 +438,21 @@ class Room:
         """How many lines the room holds for its members."""
         return len(self._log)
 
+    @property
+    def member_count(self):
+        """How many members the room has."""
+        return len(self._members)
+
+    @property
+    def lines_added(self):
+        """
+        How many lines the room's log ever took (the sequence number of the
+        next): one per join, text, rename, leave and removal.  It only
+        grows, except when L{restore} sets it (a store's start-up, or its
+        return to the last commit).
+        """
+        return self._log.end
+
     def _check_free(self, name):
         if name in self._names:
             raise IllegalMessage(wire.NAME_TAKEN)

@@ -20,6 +20,7 @@ import socket
 import sqlite3
 import unicodedata
 from collections import Counter
+from time import perf_counter
 
 from twisted.application.internet import TimerService
 from twisted.application.service import Service
@@ -39,7 +40,18 @@ from twisted.logger import (
 from udpchat.limits import TokenBuckets
 from udpchat.room import Expired, Joined, Left, Moved, Renamed
 from udpchat.store import StateFileError, StateWriteError
-from udpchat.wire import ILLEGAL, MAX_SESSION_DATAGRAM_BYTES, redacted
+from udpchat.timing import COMMIT_BUCKETS, Durations
+from udpchat.wire import (
+    ILLEGAL,
+    MAX_SESSION_DATAGRAM_BYTES,
+    REQUEST_CODES,
+    Fetch,
+    Join,
+    Leave,
+    Rename,
+    Say,
+    redacted,
+)
 
 SUMMARY_INTERVAL = 60.0
 """Seconds between two log lines counting refused and dropped datagrams."""
@@ -71,12 +83,26 @@ WATCH_INTERVAL = 1.0
 ILLEGAL_REQUEST = "illegal"
 UNANSWERED = "unanswered"
 UNSENT = "unsent"
+UNCOMMITTED = "uncommitted"
 FAULT = "fault"
 _EVENT_NAMES = {Joined: "join", Renamed: "rename", Left: "leave", Expired: "removal"}
 UNLOGGED = {kind: f"unlogged {name}" for kind, name in _EVENT_NAMES.items()}
 """Keys of L{ChatServerProtocol.counts} beside the limiter's drop reasons."""
 
-_NOT_DROPS = frozenset((ILLEGAL_REQUEST, UNANSWERED, UNSENT, FAULT, *UNLOGGED.values()))
+_NOT_DROPS = frozenset((ILLEGAL_REQUEST, UNANSWERED, UNSENT, UNCOMMITTED, FAULT, *UNLOGGED.values()))
+
+OK = "ok"
+REFUSED = "refused"
+FAILED = "failed"
+"""Outcomes of a request in L{ChatServerProtocol.requests}, beside L{UNANSWERED}."""
+
+NO_CODE = "illegal"
+"""The code in L{ChatServerProtocol.requests} of a datagram that begins with none."""
+
+_CODES = {request: code.decode("ascii") for code, request, _ in REQUEST_CODES}
+_CODE_OF_FIRST_BYTE = {code: code.decode("ascii") for code, _, _ in REQUEST_CODES}
+# The request whose acceptance each event tells of (a removal is none).
+_REQUEST_OF_EVENT = {Joined: Join, Renamed: Rename, Left: Leave}
 
 
 # What a read of a non-blocking, unconnected socket may end with but data:
@@ -149,9 +175,12 @@ _UNLOGGABLE_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Zl", "Zp", "Zs"))
 def log_change(log, change, idle_timeout):
     """
     Log one membership event (a L{Joined}, L{Renamed}...) at info: names as
-    they are in the event's fields, quoted by L{loggable} in its text.
+    they are in the event's fields, quoted by L{loggable} in its text; the
+    member's address formatted in its text, its host and port as fields of
+    their own (for a JSON log).
     """
     source = format_address(change.source)
+    host, port = change.source[:2]
     if isinstance(change, Renamed):
         log.info(
             "{quoted_old} at {source} renamed to {quoted_new}",
@@ -160,6 +189,8 @@ def log_change(log, change, idle_timeout):
             quoted_old=loggable(change.old),
             quoted_new=loggable(change.new),
             source=source,
+            host=host,
+            port=port,
         )
         return
     if isinstance(change, Moved):
@@ -182,6 +213,8 @@ def log_change(log, change, idle_timeout):
         name=change.name,
         quoted_name=loggable(change.name),
         source=source,
+        host=host,
+        port=port,
         seconds=idle_timeout,
     )
 
@@ -194,12 +227,21 @@ class HeldReplies:
     @param store: an open L{udpchat.store.Store}.
     @param send: called with C{(reply, address, admission, now)} for each
         reply, once its changes are committed.
+    @param durations: the L{Durations} to count the time of each commit
+        that wrote something in.
+    @param clock: a monotonic clock in seconds, to time commits with.
     """
 
-    def __init__(self, store, send):
+    def __init__(self, store, send, durations, clock=perf_counter):
         self.store = store
+        self.durations = durations
         self._send = send
+        self._clock = clock
         self._replies = []
+
+    def __len__(self):
+        """How many replies wait."""
+        return len(self._replies)
 
     def hold(self, reply, address, admission):
         """Keep a reply until the next L{commit}."""
@@ -219,7 +261,10 @@ class HeldReplies:
         @return: whether the store wrote anything.
         """
         replies, self._replies = self._replies, []
+        started = self._clock()
         wrote = self.store.commit(changes, now, checkpoint)
+        if wrote:
+            self.durations.observe(self._clock() - started)
         send = self._send
         for reply, address, admission in replies:
             send(reply, address, admission, now)
@@ -244,23 +289,55 @@ class ChatServerProtocol(DatagramProtocol):
         changes to before the replies they cause are sent, or L{None} to
         keep the room in memory only.  The datagrams of one batch share one
         commit.
+    @param timer: a monotonic clock in seconds, to time commits with.
 
-    @ivar counts: how many datagrams were refused (C{"illegal"}), dropped
-        (by the limiter's reason), not answered (C{"unsent"}) or hit a bug
-        (C{"fault"}) since the protocol was made: totals that only grow.
+    Its counters are totals since the protocol was made, that only grow: a
+    summary line reports what they grew by, a scrape reads them.  Each is
+    counted where the work is done already (see L{requests}).
+
+    @ivar counts: how many datagrams were dropped (by the limiter's
+        reason) or not answered (C{"unanswered"}), how many replies were
+        not sent (C{"unsent"}) or held back by a failed commit
+        (C{"uncommitted"}), how many bugs were hit (C{"fault"}), and how
+        many events were not logged one by one.
+    @ivar refused: how many requests were answered C{Illegal message}, by
+        their first byte (C{b""} for an empty datagram).
+    @ivar failed: how many requests hit a bug, by their first byte.
+    @ivar event_counts: how many membership events (L{Joined}...) the room
+        reported, by their class: each once, whether its batch was
+        committed or undone by a failed commit.
+    @ivar received: how many datagrams were read.
+    @ivar received_bytes: their payload bytes.
+    @ivar sent_bytes: the payload bytes of the replies sent.
+    @ivar commit_durations: a L{Durations} of the commits that wrote.
+    @ivar commit_failures: how many commits failed.
     """
 
     noisy = False
 
-    def __init__(self, room, clock, log_level=LogLevel.info, limiter=None, store=None):
+    def __init__(
+        self, room, clock, log_level=LogLevel.info, limiter=None, store=None, timer=perf_counter
+    ):
         self.room = room
         self.store = store
         self.counts = Counter()
+        self.refused = Counter()
+        self.failed = Counter()
+        self.event_counts = Counter()
+        self.received = self.received_bytes = self.sent_bytes = 0
+        self.commit_durations = Durations(COMMIT_BUCKETS)
+        self.commit_failures = 0
+        # Lines the log took before this protocol served (restored from a
+        # store), and lines it took that a failed commit took back.
+        self._lines_before = None
+        self._lines_undone = 0
         self._clock = clock
         self._seconds = clock.seconds
         self._limiter = limiter
         self._admit = None if limiter is None else limiter.admit
-        self._held = None if store is None else HeldReplies(store, self._send)
+        self._held = (
+            None if store is None else HeldReplies(store, self._send, self.commit_durations, timer)
+        )
         self._write_error = None  # while the store cannot write: why
         self._ends_batches = False  # whether the transport calls flush()
         self._flush_call = None
@@ -282,6 +359,8 @@ class ChatServerProtocol(DatagramProtocol):
         replier = getattr(transport, "replier", None)
         self._write = transport.write if replier is None else replier()
         self._ends_batches = getattr(transport, "ends_batches", False)
+        if self._lines_before is None:
+            self._lines_before = self.room.lines_added  # restored, if at all, by now
 
     def stopProtocol(self):
         # The port is closed: commit what was handled; the replies are lost,
@@ -297,6 +376,8 @@ class ChatServerProtocol(DatagramProtocol):
         batch of its own (L{BatchingPort} calls L{begin_batch} once per read
         of the socket, and L{request} for each datagram).
         """
+        self.received += 1
+        self.received_bytes += len(datagram)
         self.begin_batch()
         self.request(datagram, canonical_address(address[:2]), address)
 
@@ -335,7 +416,8 @@ class ChatServerProtocol(DatagramProtocol):
                 )
             reply = self._receive(source, datagram, now)
             if reply is ILLEGAL:
-                self.counts[ILLEGAL_REQUEST] += 1
+                # By the first byte: the request's code, if it has one.
+                self.refused[datagram[:1]] += 1
             elif reply is None:
                 # Nothing sent: its destination's budget gets back the
                 # largest reply that admit() set aside.
@@ -350,6 +432,8 @@ class ChatServerProtocol(DatagramProtocol):
                 except (OSError, MessageLengthError):
                     self.counts[UNSENT] += 1
                 else:
+                    if reply:  # most replies are empty: no addition for them
+                        self.sent_bytes += len(reply)
                     if admission is not None and admission.limited:
                         self._limiter.charge(admission, len(reply), now)
             else:
@@ -357,6 +441,7 @@ class ChatServerProtocol(DatagramProtocol):
             if not self._ends_batches and self._flush_call is None:
                 self._flush_call = self._clock.callLater(0, self.flush)
         except Exception:
+            self.failed[datagram[:1]] += 1
             self._fault(source)
 
     def _send(self, reply, reply_to, admission, now):
@@ -366,6 +451,8 @@ class ChatServerProtocol(DatagramProtocol):
             # No route, a full buffer...: the client will time out.
             self.counts[UNSENT] += 1
             return
+        if reply:
+            self.sent_bytes += len(reply)
         if admission is not None and admission.limited:
             self._limiter.charge(admission, len(reply), now)
 
@@ -383,10 +470,14 @@ class ChatServerProtocol(DatagramProtocol):
         if not (room.changed or checkpoint or self._held is not None):
             return  # the most common batch of all, in memory
         changes = room.take_changes(everyone=checkpoint)
+        events = changes.events
+        for event in events:
+            # Counted even if the commit fails: the requests were handled.
+            self.event_counts[type(event)] += 1
         if self._held is not None and not self._commit(changes, checkpoint):
             return  # undone: none of it happened
-        if changes.events:
-            self._log_events(changes.events)
+        if events:
+            self._log_events(events)
 
     def _log_events(self, events):
         # One line per event while the budget lasts; counted beyond it.
@@ -404,10 +495,11 @@ class ChatServerProtocol(DatagramProtocol):
         # member.  A full disk or an I/O error is logged once per outage
         # (with SQLite's words), and its end too; a bug as a bug.
         held = self._held
+        replies = len(held)
         try:
             wrote = held.commit(changes, self._clock.seconds(), checkpoint)
         except StateWriteError as e:
-            self._revert()
+            self._revert(replies)
             if self._write_error is None:
                 self._write_error = str(e)
                 self.log.error(
@@ -417,10 +509,10 @@ class ChatServerProtocol(DatagramProtocol):
                     error=self._write_error,
                 )
         except StateFileError:
-            self._revert()  # the store is lost: the service stops, and says why
+            self._revert(replies)  # the store is lost: the service stops, and says why
         except Exception:
             self._fault(None)
-            self._revert()
+            self._revert(replies)
         else:
             if wrote and self._write_error is not None:
                 self._write_error = None
@@ -428,13 +520,20 @@ class ChatServerProtocol(DatagramProtocol):
             return True
         return False
 
-    def _revert(self):
+    def _revert(self, replies):
+        # Count what the failed commit cost: its replies, and the lines of
+        # its requests, which the room no longer holds.
+        self.commit_failures += 1
+        self.counts[UNCOMMITTED] += replies
+        room = self.room
+        lines = room.lines_added
         try:
-            self._held.store.revert(self.room)
+            self._held.store.revert(room)
         except StateFileError:
             pass  # the store is lost: the service stops, and says why
         except Exception:
             self._fault(None)  # the store is lost too
+        self._lines_undone += lines - room.lines_added
 
     def sweep(self):
         """
@@ -495,9 +594,11 @@ class ChatServerProtocol(DatagramProtocol):
         however much junk arrives.
         """
         now = self._clock.seconds()
-        counts = self.counts - self._summarised
+        totals = self.counts.copy()
+        totals[ILLEGAL_REQUEST] = sum(self.refused.values())
+        counts = totals - self._summarised
         seconds = now - self._summarised_at
-        self._summarised = self.counts.copy()
+        self._summarised = totals
         self._summarised_at = now
         if not counts:
             return
@@ -528,6 +629,10 @@ class ChatServerProtocol(DatagramProtocol):
             )
         if counts[UNSENT]:
             parts.append(_counted(counts[UNSENT], "reply") + " not sent")
+        if counts[UNCOMMITTED]:
+            parts.append(
+                _counted(counts[UNCOMMITTED], "reply") + " held back by a failed commit"
+            )
         if counts[FAULT]:
             parts.append(_counted(counts[FAULT], "request") + " failed on a bug")
         self.log.info(
@@ -537,10 +642,58 @@ class ChatServerProtocol(DatagramProtocol):
             illegal=counts[ILLEGAL_REQUEST],
             dropped=dropped,
             unsent=counts[UNSENT],
+            uncommitted=counts[UNCOMMITTED],
             faults=counts[FAULT],
             unanswered=counts[UNANSWERED],
             unlogged=unlogged,
         )
+
+
+    def dropped(self):
+        """How many datagrams the limits dropped, by reason: totals."""
+        return {
+            reason: count for reason, count in self.counts.items() if reason not in _NOT_DROPS
+        }
+
+    def requests(self):
+        """
+        How many datagrams reached the room, by request code and outcome:
+        C{{(code, outcome): count}} (none of 0), totals that only grow.  C{code} is
+        C{"1"} to C{"5"}, or L{NO_CODE} for a datagram that does not begin
+        with a code; C{outcome} is L{OK} (the room did what was asked),
+        L{REFUSED} (answered C{Illegal message}), L{UNANSWERED} (exactly
+        C{Illegal message}, which gets no reply) or L{FAILED} (a bug).
+        With L{dropped}, every datagram read is counted once.
+
+        Nothing on the path of a datagram counts a request the room
+        accepts: each is counted from what it left behind.  A join, a
+        rename and a leave by its event; a text by the line it added (the
+        log numbers every line, and a line is a text unless an event
+        added it); a poll as what remains of the datagrams read.  A request
+        refused, unanswered or failed is counted on its own way out.
+        """
+        tally = Counter()
+        for counter, outcome in ((self.refused, REFUSED), (self.failed, FAILED)):
+            for first, count in counter.items():
+                tally[_CODE_OF_FIRST_BYTE.get(first, NO_CODE), outcome] += count
+        if self.counts[UNANSWERED]:
+            tally[NO_CODE, UNANSWERED] = self.counts[UNANSWERED]
+        events = self.event_counts
+        accepted = Counter()
+        for event, request in _REQUEST_OF_EVENT.items():
+            accepted[request] = events[event]
+        before = self.room.lines_added if self._lines_before is None else self._lines_before
+        lines = self.room.lines_added + self._lines_undone - before
+        accepted[Say] = lines - sum(events.values())
+        accepted[Fetch] = (
+            self.received
+            - sum(self.dropped().values())
+            - sum(tally.values())
+            - sum(accepted.values())
+        )
+        for request, count in accepted.items():
+            tally[_CODES[request], OK] = count
+        return {key: count for key, count in tally.items() if count}
 
 
 def periodic_services(protocol, clock):
@@ -628,52 +781,71 @@ class BatchingPort(udp.Port):
 
     def _read_plain(self):
         # udp.Port.doRead, with what it looks up per datagram looked up
-        # once per read.
-        request = self.protocol.request
+        # once per read.  The datagrams and bytes read are counted in
+        # locals, added to the protocol's totals once per read: the count
+        # costs what looking up maxThroughput once per datagram cost.
+        protocol = self.protocol
+        request = protocol.request
         recvfrom = self.socket.recvfrom
         size = self.maxPacketSize
+        most = self.maxThroughput
         mapped = self.addressFamily == socket.AF_INET6
-        read = 0
-        while read < self.maxThroughput:
-            try:
-                datagram, address = recvfrom(size)
-            except OSError as e:
-                if e.errno in _NOTHING_TO_READ:
-                    return
-                raise
-            read += len(datagram)
-            if mapped:
-                address = address[:2]  # no flow information, no scope
-                host = address[0]
-                if host[:7] == "::ffff:" and "." in host:
-                    request(datagram, (host[7:], address[1]), address)
-                    continue
-            request(datagram, address, address)
+        read = count = 0
+        try:
+            while read < most:
+                try:
+                    datagram, address = recvfrom(size)
+                except OSError as e:
+                    if e.errno in _NOTHING_TO_READ:
+                        return
+                    raise
+                read += len(datagram)
+                count += 1
+                if mapped:
+                    address = address[:2]  # no flow information, no scope
+                    host = address[0]
+                    if host[:7] == "::ffff:" and "." in host:
+                        request(datagram, (host[7:], address[1]), address)
+                        continue
+                request(datagram, address, address)
+        finally:
+            protocol.received += count
+            protocol.received_bytes += read
 
     def _read_with_destination(self):
-        request = self.protocol.request
+        # As _read_plain, with each datagram's destination address.
+        protocol = self.protocol
+        request = protocol.request
         recvmsg = self.socket.recvmsg
         size = self.maxPacketSize
+        most = self.maxThroughput
         space = socket.CMSG_SPACE(20)  # an in6_pktinfo, or an in_pktinfo
         known = self._reply_sources.get
-        read = 0
-        while read < self.maxThroughput:
-            try:
-                datagram, ancillary, _, address = recvmsg(size, space)
-            except OSError as e:
-                if e.errno in _NOTHING_TO_READ:
-                    return
-                raise
-            read += len(datagram)
-            address = address[:2]
-            host = address[0]
-            source = (host[7:], address[1]) if host[:7] == "::ffff:" and "." in host else address
-            # The packet information is all the ancillary data asked for:
-            # its bytes name the reply's source already built, if any.
-            via = known(ancillary[0][2]) if ancillary else ()
-            if via is None:
-                via = self._reply_source(ancillary)
-            request(datagram, source, (address, via))
+        read = count = 0
+        try:
+            while read < most:
+                try:
+                    datagram, ancillary, _, address = recvmsg(size, space)
+                except OSError as e:
+                    if e.errno in _NOTHING_TO_READ:
+                        return
+                    raise
+                read += len(datagram)
+                count += 1
+                address = address[:2]
+                host = address[0]
+                source = (
+                    (host[7:], address[1]) if host[:7] == "::ffff:" and "." in host else address
+                )
+                # The packet information is all the ancillary data asked for:
+                # its bytes name the reply's source already built, if any.
+                via = known(ancillary[0][2]) if ancillary else ()
+                if via is None:
+                    via = self._reply_source(ancillary)
+                request(datagram, source, (address, via))
+        finally:
+            protocol.received += count
+            protocol.received_bytes += read
 
     def _reply_source(self, ancillary):
         """

@@ -1,16 +1,17 @@
 """
 The twistd plugin's command line (C{twistd udpchat --help}) and service.
 
-Every option is checked here, and the socket is bound here too, so that a bad
-value, a port in use or a permission problem ends twistd with one line on
+Every option is checked here, and the sockets are bound here too, so that a
+bad value, a port in use or a permission problem ends twistd with one line on
 stderr before it daemonizes, never a traceback afterwards.
 
-The range of each whole-number option is declared once, in L{NUMBERS}:
-L{Options.postOptions} checks values against it, C{--help} shows it, and
-the tests read it.
+The range of each whole-number option is declared once, in L{NUMBERS}, and
+the form of each address option in L{ADDRESSES}: L{Options.postOptions}
+checks values against them, C{--help} shows them, and the tests read them.
 """
 
 import ipaddress
+import os
 import signal
 
 from twisted.application.service import MultiService
@@ -19,7 +20,8 @@ from twisted.logger import LogLevel, Logger
 from twisted.python import usage
 
 from udpchat import limits, store
-from udpchat.binding import ReceiveBufferTooSmall, bind_udp
+from udpchat.binding import ReceiveBufferTooSmall, bind_tcp, bind_udp
+from udpchat.notify import NotifyService, notify_address
 from udpchat.room import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_MEMBERS,
@@ -30,6 +32,7 @@ from udpchat.room import (
 from udpchat.server import ChatServerProtocol, ChatService, periodic_services
 
 DEFAULT_PORT = 12345
+DEFAULT_METRICS_HOST = "127.0.0.1"
 DEFAULT_MAX_MEMBERS_PER_PREFIX = 100
 DEFAULT_REQUEST_RATE = 200
 DEFAULT_REQUEST_BURST = 400
@@ -138,13 +141,58 @@ L{None} (not given, no default) is not checked.
 """
 
 
+class ListenAddress:
+    """
+    The values of a C{[HOST:]PORT} option: C{HOST} an IP address (IPv6 in
+    brackets), C{default_host} if it is left out, and C{PORT} a whole
+    number as C{port} (a L{WholeNumber}) allows.  C{str()} gives the form
+    as C{--help} shows it.
+    """
+
+    def __init__(self, default_host, port):
+        self.default_host = default_host
+        self.port = port
+
+    def parse(self, option, text, values):
+        """
+        Parse C{text}, given for C{option}, as C{(host, port)}.
+
+        @raise usage.UsageError: naming the option, the form and C{text}.
+        """
+        host, colon, port = text.rpartition(":")
+        if not colon:
+            host = self.default_host
+        elif host.startswith("[") and host.endswith("]") and ":" in host:
+            host = host[1:-1]
+        elif ":" in host:
+            host = ""  # IPv6 without brackets: which colon ends it?
+        try:
+            ipaddress.ip_address(host)
+            return host, self.port.parse(option, port, values)
+        except (ValueError, usage.UsageError):
+            raise usage.UsageError(
+                f"{option} must be [HOST:]PORT, HOST an IP address (IPv6 in "
+                f"brackets) and PORT a whole number from {self.port}, not {text!r}"
+            ) from None
+
+    def __str__(self):
+        return f"[HOST:]PORT, PORT {self.port} [default HOST: {self.default_host}]"
+
+
+ADDRESSES = {
+    "metrics": ListenAddress(DEFAULT_METRICS_HOST, NUMBERS["port"]),
+}
+"""The C{[HOST:]PORT} options and their forms; L{None}: not given."""
+
+
 def _ranged(parameters):
     """
-    C{optParameters} rows, with the C{range} field of each whole-number
-    option's help filled in from L{NUMBERS}.
+    C{optParameters} rows, with the C{range} field of each whole-number or
+    address option's help filled in from L{NUMBERS} or L{ADDRESSES}.
     """
+    forms = {**NUMBERS, **ADDRESSES}
     return [
-        [name, short, default, doc.format(range=NUMBERS[name]) if name in NUMBERS else doc]
+        [name, short, default, doc.format(range=forms[name]) if name in forms else doc]
         for name, short, default, doc in parameters
     ]
 
@@ -153,9 +201,12 @@ class Options(usage.Options):
     """
     Options of C{twistd udpchat}.  After parsing, each option in L{NUMBERS}
     is an int (C{max-members-per-prefix} defaulted, C{receive-buffer}
-    L{None} if not given), C{self["log-level"]} a L{LogLevel},
-    C{self["exempt"]} the list of exempt networks, C{self["socket"]} the
-    bound socket that L{makeService} serves on, and, with C{--state},
+    L{None} if not given), each in L{ADDRESSES} a C{(host, port)} pair or
+    L{None}, C{self["log-level"]} a L{LogLevel}, C{self["exempt"]} the list
+    of exempt networks, C{self["socket"]} the bound socket that
+    L{makeService} serves on, C{self["metrics-socket"]} the listening
+    socket it serves metrics on (L{None} without C{--metrics}), and, with
+    C{--state},
     C{self["state-lock"]} the lock held on the state file (L{None} for a
     file that does not exist yet: the store that creates it locks it).
     """
@@ -283,6 +334,14 @@ class Options(usage.Options):
             f"Least important events to log: {', '.join(LOG_LEVELS)}. "
             "Only 'debug' logs every request (and chat text).",
         ],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus metrics at http://HOST:PORT/metrics: {range}; "
+            "PORT 0 picks a free one. Needs udpchat[metrics] "
+            "[default: no metrics].",
+        ],
     ])
 
     def parseOptions(self, options=None):
@@ -304,6 +363,16 @@ class Options(usage.Options):
         for name, number in NUMBERS.items():
             if self[name] is not None:
                 self[name] = number.parse(f"--{name}", self[name], self)
+        for name, form in ADDRESSES.items():
+            if self[name] is not None:
+                self[name] = form.parse(f"--{name}", self[name], self)
+        if self["metrics"] is not None:
+            try:
+                import prometheus_client  # noqa: F401 (an extra: is it there?)
+            except ImportError:
+                raise usage.UsageError(
+                    "--metrics needs prometheus_client: pip install 'udpchat[metrics]'"
+                ) from None
         if self["max-members-per-prefix"] is None:
             self["max-members-per-prefix"] = min(
                 DEFAULT_MAX_MEMBERS_PER_PREFIX, self["max-members"]
@@ -352,6 +421,17 @@ class Options(usage.Options):
                 f"cannot listen on UDP port {self['port']} of {where}: "
                 f"{e.strerror or e}"
             ) from None
+        self["metrics-socket"] = None
+        if self["metrics"] is not None:
+            host, port = self["metrics"]
+            try:
+                self["metrics-socket"] = bind_tcp(host, port)
+            except OSError as e:
+                self["socket"].close()
+                raise usage.UsageError(
+                    f"--metrics: cannot listen on TCP port {port} of {host}: "
+                    f"{e.strerror or e}"
+                ) from None
 
 
 class StopOnHangUp(MultiService):
@@ -404,12 +484,16 @@ class StopOnHangUp(MultiService):
         self.log.info("Received SIGHUP, shutting down.")
 
 
-def makeService(config, reactor=None):
+def makeService(config, reactor=None, environ=None):
     """
-    Build the udpchat service from parsed L{Options}.
+    Build the udpchat service from parsed L{Options}, and C{environ} (by
+    default C{os.environ}): with C{NOTIFY_SOCKET} in it, the service keeps
+    systemd told (L{NotifyService}).
     """
     if reactor is None:
         from twisted.internet import reactor
+    if environ is None:
+        environ = os.environ
     state = None
     if config["state"] is not None:
         state = store.Store(config["state"], synchronous=config["state-sync"])
@@ -434,7 +518,18 @@ def makeService(config, reactor=None):
     )
     # The chat service first: it opens the store the timers write to.
     top = StopOnHangUp(reactor)
-    ChatService(config["socket"], protocol, reactor).setServiceParent(top)
+    chat = ChatService(config["socket"], protocol, reactor)
+    chat.setServiceParent(top)
     for timer in periodic_services(protocol, reactor):
         timer.setServiceParent(top)
+    if config["metrics"] is not None:
+        # Imported only now: prometheus_client is an extra.
+        from udpchat.metrics import metrics_service
+
+        metrics_service(config["metrics-socket"], chat, reactor).setServiceParent(top)
+    address = notify_address(environ)
+    if address is not None:
+        # The last to start: ready once everything else serves; the first
+        # to stop, saying so.
+        NotifyService(address, environ, protocol, reactor).setServiceParent(top)
     return top
