@@ -144,7 +144,7 @@ class ChatCollector(Collector):
         yield _counter(
             "udpchat_idle_removals",
             "Members removed after the idle timeout.",
-            protocol.event_counts[Expired],
+            room.events_reported[Expired],
         )
         yield _counter(
             "udpchat_faults", "Bugs hit (each logged at most once a minute).", protocol.counts[FAULT]

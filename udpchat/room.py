@@ -34,7 +34,7 @@ a datagram reaches the room, by L{udpchat.limits}.
 """
 
 import os
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -259,6 +259,9 @@ class Room:
 
     @ivar changed: whether L{take_changes} has anything to report: an
         adapter need not ask otherwise.
+    @ivar events_reported: how many events of each class (L{Joined}...)
+        the room ever reported: a total that only grows, which L{restore}
+        leaves as it is.
     """
 
     def __init__(
@@ -284,6 +287,7 @@ class Room:
         # fix them.
         self._new_token = new_token or _random_token
         self.sessions_only = sessions_only
+        self.events_reported = Counter()
         self._handlers = {
             wire.Join: self._join,
             wire.Say: self._say,
@@ -458,6 +462,7 @@ class Room:
             raise IllegalMessage(wire.NAME_TAKEN)
 
     def _report(self, event):
+        self.events_reported[type(event)] += 1
         self._events.append(event)
         self.changed = True
 

@@ -303,9 +303,6 @@ class ChatServerProtocol(DatagramProtocol):
     @ivar refused: how many requests were answered C{Illegal message}, by
         their first byte (C{b""} for an empty datagram).
     @ivar failed: how many requests hit a bug, by their first byte.
-    @ivar event_counts: how many membership events (L{Joined}...) the room
-        reported, by their class: each once, whether its batch was
-        committed or undone by a failed commit.
     @ivar received: how many datagrams were read.
     @ivar received_bytes: their payload bytes.
     @ivar sent_bytes: the payload bytes of the replies sent.
@@ -323,13 +320,12 @@ class ChatServerProtocol(DatagramProtocol):
         self.counts = Counter()
         self.refused = Counter()
         self.failed = Counter()
-        self.event_counts = Counter()
         self.received = self.received_bytes = self.sent_bytes = 0
         self.commit_durations = Durations(COMMIT_BUCKETS)
         self.commit_failures = 0
-        # Lines the log took before this protocol served (restored from a
-        # store), and lines it took that a failed commit took back.
-        self._lines_before = None
+        # The room's lines and events from before this protocol served (a
+        # store restores lines), and the lines a failed commit took back.
+        self._before = None
         self._lines_undone = 0
         self._clock = clock
         self._seconds = clock.seconds
@@ -359,8 +355,8 @@ class ChatServerProtocol(DatagramProtocol):
         replier = getattr(transport, "replier", None)
         self._write = transport.write if replier is None else replier()
         self._ends_batches = getattr(transport, "ends_batches", False)
-        if self._lines_before is None:
-            self._lines_before = self.room.lines_added  # restored, if at all, by now
+        if self._before is None:  # the store, if any, is loaded by now
+            self._before = (self.room.lines_added, self.room.events_reported.copy())
 
     def stopProtocol(self):
         # The port is closed: commit what was handled; the replies are lost,
@@ -471,9 +467,6 @@ class ChatServerProtocol(DatagramProtocol):
             return  # the most common batch of all, in memory
         changes = room.take_changes(everyone=checkpoint)
         events = changes.events
-        for event in events:
-            # Counted even if the commit fails: the requests were handled.
-            self.event_counts[type(event)] += 1
         if self._held is not None and not self._commit(changes, checkpoint):
             return  # undone: none of it happened
         if events:
@@ -678,12 +671,13 @@ class ChatServerProtocol(DatagramProtocol):
                 tally[_CODE_OF_FIRST_BYTE.get(first, NO_CODE), outcome] += count
         if self.counts[UNANSWERED]:
             tally[NO_CODE, UNANSWERED] = self.counts[UNANSWERED]
-        events = self.event_counts
+        room = self.room
+        lines_before, events_before = self._before or (room.lines_added, Counter())
+        events = room.events_reported - events_before
         accepted = Counter()
         for event, request in _REQUEST_OF_EVENT.items():
             accepted[request] = events[event]
-        before = self.room.lines_added if self._lines_before is None else self._lines_before
-        lines = self.room.lines_added + self._lines_undone - before
+        lines = room.lines_added + self._lines_undone - lines_before
         accepted[Say] = lines - sum(events.values())
         accepted[Fetch] = (
             self.received
