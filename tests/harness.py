@@ -91,10 +91,11 @@ class Server:
     """
     The real C{twistd -n udpchat} on a free loopback port.
 
+    @param env: its environment, if not this process's (see L{environment}).
     @ivar port: the port it reported in its start-up event.
     """
 
-    def __init__(self, *options, interface="127.0.0.1", twistd_options=(), argv=None):
+    def __init__(self, *options, interface="127.0.0.1", twistd_options=(), argv=None, env=None):
         self.cwd = tempfile.TemporaryDirectory()
         if argv is None:
             argv = [TWISTD, "-n", "--pidfile=", *twistd_options, "udpchat", "--port", "0"]
@@ -107,6 +108,7 @@ class Server:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            env=env,
         )
         self.output = OutputReader(self.process.stdout)
         try:
@@ -178,6 +180,40 @@ class Member:
 
     def close(self):
         self.socket.close()
+
+
+class NotifySocket:
+    """
+    A datagram socket standing in for systemd's C{NOTIFY_SOCKET}: it keeps
+    each notification a server sends, with the time it arrived.
+
+    @ivar messages: C{(time.monotonic(), lines)} for each one read.
+    """
+
+    def __init__(self):
+        self._directory = tempfile.TemporaryDirectory()
+        self.path = os.path.join(self._directory.name, "notify")
+        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.socket.bind(self.path)
+        self.socket.settimeout(DEADLINE)
+        self.messages = []
+
+    def wait_for(self, line):
+        """
+        Read notifications until one holds C{line} (C{"READY=1"}); return
+        its lines.
+
+        @raise socket.timeout: if none comes within L{DEADLINE} of another.
+        """
+        while True:
+            lines = self.socket.recv(65536).decode("utf-8").split("\n")
+            self.messages.append((time.monotonic(), lines))
+            if line in lines:
+                return lines
+
+    def close(self):
+        self.socket.close()
+        self._directory.cleanup()
 
 
 def lines_until(member, last):
@@ -354,6 +390,12 @@ class ProcessTestCase(SynchronousTestCase):
             reply = member.request(f"1 {name}".encode())
             self.assertNotEqual(reply, b"Illegal message", f"{name} could not join")
         return member
+
+    def notify_socket(self):
+        """A L{NotifySocket}, closed when the test ends."""
+        notify = NotifySocket()
+        self.addCleanup(notify.close)
+        return notify
 
     def client(self, *argv, **kwargs):
         """A running L{Client} with C{argv}; killed when the test ends."""

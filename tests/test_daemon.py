@@ -16,7 +16,15 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.harness import DEADLINE, LISTENING, TWISTD, ProcessTestCase, run_isolated, wait_for
+from tests.harness import (
+    DEADLINE,
+    LISTENING,
+    TWISTD,
+    ProcessTestCase,
+    environment,
+    run_isolated,
+    wait_for,
+)
 
 ILLEGAL = b"Illegal message"
 ROOT = Path(__file__).parent.parent
@@ -86,6 +94,13 @@ def readme_section(title):
     following = heading.search(text, start + 1)
     body = text[start : following.start() if following else len(text)]
     return " ".join(body.replace("**", "").replace("``", "").split())
+
+
+def seconds(timespan):
+    """The seconds of a systemd time span such as C{30s}, C{2min} or C{1min 30s}."""
+    units = {"": 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "ms": 0.001}
+    parts = re.findall(r"(\d+)\s*([a-z]*)", timespan)
+    return sum(int(number) * units[unit] for number, unit in parts)
 
 
 def unit_settings():
@@ -526,13 +541,14 @@ class SystemdUnitTests(ProcessTestCase):
         return [v for section, k, v in unit_settings() if section == "Service" and k == key]
 
     def test_exec_start_runs_a_server_members_can_chat_with(self):
-        """The unit's ExecStart, on a free loopback port, serves chat in the foreground."""
+        """The unit's ExecStart, on free loopback ports, serves chat in the foreground and tells systemd it is ready."""
         [command] = self.values("ExecStart")
         argv = shlex.split(command.lstrip("-+!:"))
         self.assertTrue(os.path.isabs(argv[0]), argv[0])
         self.assertEqual(Path(argv[0]).name, "twistd")
         self.assertIn("udpchat", argv)
-        # Type=simple needs the foreground; a daemon would also escape cleanup.
+        # Type=notify needs the foreground (the main process notifies); a
+        # daemon would also escape cleanup.
         twistd_options = argv[1 : argv.index("udpchat")]
         self.assertTrue({"-n", "--nodaemon"} & set(twistd_options), argv)
         argv[0] = TWISTD
@@ -541,6 +557,8 @@ class SystemdUnitTests(ProcessTestCase):
                 argv[i + 1] = "0"
             elif arg.startswith("--port="):
                 argv[i] = "--port=0"
+            elif arg == "--metrics":
+                argv[i + 1] = "127.0.0.1:0"
         # %S is systemd's state directory, where StateDirectory= makes ours.
         self.assertEqual(self.values("StateDirectory"), ["udpchat"])
         state = tempfile.TemporaryDirectory()
@@ -549,8 +567,16 @@ class SystemdUnitTests(ProcessTestCase):
         argv = [arg.replace("%S", state.name) for arg in argv]
         self.assertTrue(any("udpchat/room.db" in arg for arg in argv), argv)
         argv += ["--interface", "127.0.0.1"]
-        server = self.server(argv=argv)
+        systemd = self.notify_socket()
+        [watchdog] = self.values("WatchdogSec")
+        server = self.server(
+            argv=argv,
+            env=environment(
+                NOTIFY_SOCKET=systemd.path, WATCHDOG_USEC=str(seconds(watchdog) * 10**6)
+            ),
+        )
         self.assertEqual(server.host, "127.0.0.1")
+        self.assertIn("READY=1", systemd.wait_for("READY=1"))
         ann, bob = (self.member(server) for _ in range(2))
         self.assertEqual(ann.request(b"1 Ann"), b"")
         self.assertEqual(bob.request(b"1 Bob"), b"Ann")
@@ -563,9 +589,12 @@ class SystemdUnitTests(ProcessTestCase):
         """The unit offers no reload: SIGHUP stops the server, as SIGTERM does."""
         self.assertEqual(self.values("ExecReload"), [])
 
-    def test_unit_is_simple_and_unprivileged(self):
-        """The unit is Type=simple and runs as a dynamic or named non-root user."""
-        self.assertEqual(self.values("Type"), ["simple"])
+    def test_unit_notifies_and_is_unprivileged(self):
+        """The unit is Type=notify with a watchdog, and runs as a dynamic or named non-root user."""
+        self.assertEqual(self.values("Type"), ["notify"])
+        self.assertEqual(self.values("NotifyAccess"), ["main"])
+        [watchdog] = self.values("WatchdogSec")
+        self.assertGreater(seconds(watchdog), 0)
         dynamic = [v.lower() in ("yes", "true", "on", "1") for v in self.values("DynamicUser")]
         users = [u for u in self.values("User") if u and u not in ("root", "0")]
         self.assertTrue(any(dynamic) or users, "neither DynamicUser=yes nor User=")

@@ -306,6 +306,29 @@ class ChatServerProtocolLoggingTests(ProtocolTestMixin, SynchronousTestCase):
             ],
         )
 
+    def test_membership_events_carry_host_and_port(self):
+        """Join, rename, leave and removal carry the member's host and port as fields of their own, for a JSON log; the text is as it was."""
+        self.clock = Clock()
+        proto = ChatServerProtocol(Room(idle_timeout=10), self.clock)
+        proto.makeConnection(FakeDatagramTransport())
+        with capturedLogs() as events:
+            for datagram, source in ((b"1 Al", ("::1", 4000)), (b"3 Cy", ("::1", 4000)),
+                                     (b"4", ("::1", 4000)), (b"1 Bo", BO)):
+                proto.datagramReceived(datagram, source)
+                self.clock.advance(0)
+            self.clock.advance(10)
+            proto.sweep()
+        self.assertEqual(
+            [(e["host"], e["port"], formatEvent(e)) for e in events],
+            [
+                ("::1", 4000, "'Al' joined from [::1]:4000"),
+                ("::1", 4000, "'Al' at [::1]:4000 renamed to 'Cy'"),
+                ("::1", 4000, "'Cy' at [::1]:4000 left"),
+                ("127.0.0.1", 4001, "'Bo' joined from 127.0.0.1:4001"),
+                ("127.0.0.1", 4001, "'Bo' at 127.0.0.1:4001 removed after 10 seconds of silence"),
+            ],
+        )
+
     def test_rename_logs_one_info_event(self):
         """A rename logs one info event with both names and the source."""
         proto = self.connect()

@@ -10,22 +10,24 @@ then.  The text log stays the default.
 
 import sys
 
-from twisted.logger import ILogObserver, formatEvent, jsonFileLogObserver
+from twisted.logger import ILogObserver, eventAsText, jsonFileLogObserver
 from zope.interface import implementer
 
 
-def json_observer():
+def json_observer(out=None):
     """
-    An observer that writes each event to standard output as one JSON
-    object on one line: its fields as fields (what
-    C{twisted.logger.eventsFromJSONLogFile} reads back), and C{log_text},
-    the event's text as the text log writes it.
+    An observer that writes each event to C{out} as one JSON object on one
+    line: its fields as fields (what C{twisted.logger.eventsFromJSONLogFile}
+    reads back), and C{log_text}, the event's text as the text log writes
+    it (with the traceback of a failure), but its time and system.
 
-    Standard output is taken as it is when twistd asks, before it sends
-    what is printed to the log: so only with C{-n} (a daemon's goes
-    nowhere); redirect it for a file.
+    twistd gives no C{out}: standard output, taken as it is when twistd
+    asks, before it sends what is printed to the log.  So the log is
+    written only with C{-n} (a daemon's standard output goes nowhere);
+    redirect it for a file.
     """
-    return _WithText(jsonFileLogObserver(sys.stdout, recordSeparator=""))
+    out = sys.stdout if out is None else out
+    return _WithText(jsonFileLogObserver(out, recordSeparator=""))
 
 
 @implementer(ILogObserver)
@@ -37,4 +39,5 @@ class _WithText:
 
     def __call__(self, event):
         # A copy: the event is every observer's.
-        self._observer({**event, "log_text": formatEvent(event)})
+        text = eventAsText(event, includeTimestamp=False, includeSystem=False)
+        self._observer({**event, "log_text": text})
