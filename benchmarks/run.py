@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from importlib import metadata
 from pathlib import Path
 
@@ -61,6 +62,7 @@ RECV_BYTES = 65536  # more than any reply, so no reply is ever truncated
 CHECK_INTERVAL = 0.05  # seconds between two scans for timed-out requests
 JOIN_BATCH = 100  # joins in flight at once: well within a socket buffer
 SERVER_LISTENING = re.compile(r"udpchat listening on UDP (\S+) port (\d+)")
+METRICS_URL = re.compile(r"udpchat metrics on (http://\S+/metrics)")
 ECHO_LISTENING = re.compile(r"echo listening on UDP (\S+) port (\d+)")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -461,6 +463,9 @@ def run_udpchat(args, members, max_members, sessions=False):
         join_seconds = time.perf_counter() - started
         rss_joined = server.memory_kib("VmRSS")
         result = measure(server, sockets[-args.active :], args, make_loop)
+        metrics = METRICS_URL.search(server.output())
+        if metrics:
+            result.update(scrape(metrics.group(1)))
         result.update(
             members=members,
             argv=argv,
@@ -475,6 +480,30 @@ def run_udpchat(args, members, max_members, sessions=False):
         for sock in sockets:
             sock.close()
         server.stop()
+
+
+def scrape(url):
+    """
+    Scrape C{url} once, as Prometheus would; return how long it took and
+    how much it read, and the requests the server counted (a check that
+    the counters saw the load).
+    """
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode("utf-8")
+    except OSError as e:
+        raise BenchmarkError(f"cannot scrape {url}: {e}") from None
+    counted = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("udpchat_requests_total{")
+    )
+    return {
+        "scrape_ms": round((time.perf_counter() - started) * 1000, 3),
+        "scrape_bytes": len(text),
+        "requests_counted": int(counted),
+    }
 
 
 # -- reporting -----------------------------------------------------------------
@@ -651,6 +680,36 @@ def state_table(results):
 
 STATE_COLUMNS = [("members", 8), ("memory req/s", 12), ("state req/s", 11),
                  ("x memory", 8), ("p99 ms", 7), ("srv us/req", 10), ("timeouts", 8)]
+
+
+def metrics_table(results):
+    """The --metrics runs, each beside the run of its size without."""
+    plain = {run["members"]: run for run in results["runs"] if "error" not in run}
+    lines = ["with --metrics (scraped once, after the measurement):",
+             "  ".join(h.rjust(w) for h, w in METRICS_COLUMNS)]
+    for run in results.get("metrics_runs", []):
+        if "error" in run:
+            lines.append(f"{run['members']:>8}  failed: {run['error'].splitlines()[0]}")
+            continue
+        base = plain.get(run["members"], {})
+        cells = [
+            f"{run['members']:,}",
+            f"{base.get('requests_per_s', 0):,.0f}",
+            f"{run['requests_per_s']:,.0f}",
+            _ratio(run["requests_per_s"], base.get("requests_per_s")),
+            _ms(run["poll_p99_ms"]),
+            f"{base.get('server_us_per_request', 0):.1f}",
+            f"{run['server_us_per_request']:.1f}",
+            str(run["timeouts"]),
+            _ms(run.get("scrape_ms")),
+        ]
+        lines.append("  ".join(c.rjust(w) for c, (_, w) in zip(cells, METRICS_COLUMNS)))
+    return "\n".join(lines)
+
+
+METRICS_COLUMNS = [("members", 8), ("without req/s", 13), ("metrics req/s", 13),
+                   ("x without", 9), ("p99 ms", 7), ("without us/req", 14),
+                   ("srv us/req", 10), ("timeouts", 8), ("scrape ms", 9)]
 
 
 def print_targets(checks):
@@ -1235,6 +1294,9 @@ def parse_args(argv):
                         "(doubling, up to 1 s) or a 1.0 request given up [0.2]")
     parser.add_argument("--loss-seed", type=int, default=13,
                         help="seed of the simulated loss [13]")
+    parser.add_argument("--metrics-sizes", default="", metavar="SIZES",
+                        help="room sizes to run a second time with --metrics=127.0.0.1:0 "
+                        "(needs udpchat[metrics]), beside the runs without, e.g. 1000")
     parser.add_argument("--check", action="store_true",
                         help="exit with status 1 unless every target passes")
     args = parser.parse_args(argv)
@@ -1242,14 +1304,18 @@ def parse_args(argv):
         args.sizes = [int(s) for s in args.sizes.split(",")]
         args.state_sizes = [int(s) for s in args.state_sizes.split(",") if s]
         args.session_sizes = [int(s) for s in args.session_sizes.split(",") if s]
+        args.metrics_sizes = [int(s) for s in args.metrics_sizes.split(",") if s]
         args.loss_runs = [float(s) / 100 for s in args.loss_runs.split(",") if s]
     except ValueError:
-        parser.error("--sizes, --state-sizes, --session-sizes and --loss-runs must be numbers "
-                     "separated by commas")
+        parser.error("--sizes, --state-sizes, --session-sizes, --metrics-sizes and --loss-runs "
+                     "must be numbers separated by commas")
     if not set(args.state_sizes) <= set(args.sizes):
         parser.error("--state-sizes must be among --sizes (each is compared with its in-memory run)")
     if not set(args.session_sizes) <= set(args.sizes):
         parser.error("--session-sizes must be among --sizes (each is compared with its 1.0 run)")
+    if not set(args.metrics_sizes) <= set(args.sizes):
+        parser.error("--metrics-sizes must be among --sizes (each is compared with its run "
+                     "without metrics)")
     if not all(0 <= loss < 1 for loss in args.loss_runs):
         parser.error("--loss-runs must be percentages from 0 to below 100")
     if min(args.loss_members, args.loss_lines) < 2 or min(args.loss_poll, args.loss_rto) <= 0:
@@ -1305,6 +1371,15 @@ def benchmark(args):
         sized = argparse.Namespace(**{**vars(args), "active": min(args.active, members)})
         jobs.append((f"{members} sessions",
                      lambda m=members, a=sized: run_udpchat(a, m, max_members, sessions=True)))
+    for members in args.metrics_sizes:
+        # Port 0: the server logs the port it got, and the run scrapes it.
+        scraped = argparse.Namespace(**{
+            **vars(args),
+            "active": min(args.active, members),
+            "server_arg": [*args.server_arg, "--metrics=127.0.0.1:0"],
+        })
+        jobs.append((f"{members} metrics",
+                     lambda m=members, a=scraped: run_udpchat(a, m, max_members)))
     best = {}
     # Rounds (echo, 10, 100...) rather than repeats in a row, so that a burst
     # of other work on the box does not hit all repeats of one size.
@@ -1332,6 +1407,7 @@ def benchmark(args):
     results["state_runs"] = [best[f"{m} state"] for m in args.state_sizes]
     results["state_sync"] = args.state_sync
     results["session_runs"] = [{**best[f"{m} sessions"], "members": m} for m in args.session_sizes]
+    results["metrics_runs"] = [{**best[f"{m} metrics"], "members": m} for m in args.metrics_sizes]
     results["loss_runs"] = loss_runs(args)
     results["loss_settings"] = {
         key[len("loss_"):]: getattr(args, key)
@@ -1383,6 +1459,9 @@ def main(argv=None):
     if results.get("session_runs"):
         print()
         print(session_table(results))
+    if results.get("metrics_runs"):
+        print()
+        print(metrics_table(results))
     if results.get("loss_runs"):
         print()
         print(loss_table(results))
