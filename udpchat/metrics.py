@@ -151,6 +151,10 @@ class ChatCollector(Collector):
         )
         yield GaugeMetricFamily("udpchat_members", "Members in the room.", value=room.member_count)
         yield GaugeMetricFamily(
+            "udpchat_max_members", "Most members the room takes (--max-members).",
+            value=room.max_members,
+        )
+        yield GaugeMetricFamily(
             "udpchat_stored_lines",
             "Lines held for members that have yet to read them (each once).",
             value=room.stored_lines,
