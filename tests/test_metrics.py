@@ -6,9 +6,7 @@ collector of L{udpchat.metrics}; and, end to end, a real HTTP client
 scraping the real daemon's C{/metrics}.
 """
 
-import ipaddress
 import os
-import subprocess
 import sys
 import tempfile
 import urllib.error

@@ -36,12 +36,10 @@ from twisted.web.server import Site
 from udpchat import __version__, limits
 from udpchat.room import Expired
 from udpchat.server import (
-    FAILED,
     FAULT,
     NO_CODE,
     OK,
     REFUSED,
-    UNANSWERED,
     UNCOMMITTED,
     UNSENT,
     canonical_address,

@@ -10,6 +10,7 @@ the form of each address option in L{ADDRESSES}: L{Options.postOptions}
 checks values against them, C{--help} shows them, and the tests read them.
 """
 
+import importlib
 import ipaddress
 import os
 import signal
@@ -368,7 +369,7 @@ class Options(usage.Options):
                 self[name] = form.parse(f"--{name}", self[name], self)
         if self["metrics"] is not None:
             try:
-                import prometheus_client  # noqa: F401 (an extra: is it there?)
+                importlib.import_module("prometheus_client")  # an extra: is it there?
             except ImportError:
                 raise usage.UsageError(
                     "--metrics needs prometheus_client: pip install 'udpchat[metrics]'"
