@@ -22,6 +22,7 @@ from twisted.internet.testing import FakeDatagramTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.harness import DEADLINE, ProcessTestCase, run_isolated, wait_for
+from tests.test_room import NONCES, TOKENS, counting_tokens, session_datagrams
 from tests.test_server import cannot_be_a_peer, limited_protocol
 from tests.test_tap import LOOPBACK, OptionsTestMixin, chat_service
 from udpchat import limits
@@ -31,26 +32,29 @@ from udpchat.server import ChatServerProtocol, canonical_address
 from udpchat.store import Store
 from udpchat.tap import ADDRESSES, makeService
 from udpchat.timing import Durations, TickTimer
-from udpchat.wire import ILLEGAL, IllegalMessage, parse_request
+from udpchat.wire import ILLEGAL, parse_request
 
 METRICS_URL = r"udpchat metrics on (http://\S+/metrics)"
-CODES = {"Join": "1", "Say": "2", "Rename": "3", "Leave": "4", "Fetch": "5"}
+CODES = "1234567890"
+SESSION_CODES = "67890"
 
 
 def expected_outcome(datagram, reply):
     """
     The C{(code, outcome)} of a datagram that reached the room, told from
-    the datagram and its reply alone.
+    the datagram and what the client got: nothing, C{Illegal message}, a
+    session's refusal, or anything else (done).
     """
-    if datagram == ILLEGAL:
-        return "illegal", "unanswered"
     code = datagram[:1].decode("latin-1")
+    code = code if code and code in CODES else "illegal"
+    if reply is None:
+        return code, "unanswered"
     if reply == ILLEGAL:
-        return code if code in CODES.values() else "illegal", "refused"
-    try:
-        return CODES[type(parse_request(datagram)).__name__], "ok"
-    except IllegalMessage:
-        raise AssertionError(f"{datagram!r} was answered {reply!r}")
+        return code, "refused"
+    if code in SESSION_CODES and reply.split(b" ", 2)[1:2] in ([b"refused"], [b"unknown"]):
+        return code, "refused"
+    parse_request(datagram)  # done: it must be a request
+    return code, "ok"
 
 
 def samples(text):
@@ -90,6 +94,22 @@ def find(service, kind):
         if found is not None:
             return found
     return None
+
+
+def limited(room, clock, store=None):
+    """
+    A protocol serving C{room} on a fake transport, with traffic limits
+    that only drop datagrams from addresses that cannot be real.
+    """
+    limiter = limits.Limiter(
+        limits.Classifier([]),
+        requests=limits.TokenBuckets(1000, 1000),
+        replies=limits.TokenBuckets(10**6, 10**6),
+        max_reply_bytes=room.max_reply_bytes,
+    )
+    proto = ChatServerProtocol(room, clock, limiter=limiter, store=store)
+    proto.makeConnection(FakeDatagramTransport())
+    return proto
 
 
 class RequestCountTests(SynchronousTestCase):
@@ -142,6 +162,7 @@ class RequestCountTests(SynchronousTestCase):
                         st.sampled_from(
                             [b"1 Al", b"1 Bo", b"2 hi", b"3 Cy", b"3 Al", b"4", b"5", b"5\n", ILLEGAL]
                         ),
+                        session_datagrams(),
                     ),
                 ),
                 st.floats(0, 40),  # time passes: members expire after 30 s
@@ -150,27 +171,38 @@ class RequestCountTests(SynchronousTestCase):
         ),
     )
     def test_every_datagram_is_counted_once_by_its_outcome(self, stored, steps):
-        """Whatever arrives, whenever, in memory or with a store: the counts are exactly the outcomes the replies show."""
+        """Whatever arrives, sessions too, whenever, in memory or with a store: the counts are exactly the outcomes the replies show."""
         clock = Clock()
-        limiter = limits.Limiter(
-            limits.Classifier([]),
-            requests=limits.TokenBuckets(1000, 1000),
-            replies=limits.TokenBuckets(10**6, 10**6),
-            max_reply_bytes=1200,
-        )
-        room = Room(idle_timeout=30, track_state=stored)
+        room = Room(idle_timeout=30, track_state=stored, new_token=counting_tokens())
         with tempfile.TemporaryDirectory() as directory:
             store = Store(os.path.join(directory, "room.db")) if stored else None
             if store is not None:
                 store.open()
             try:
-                proto = ChatServerProtocol(room, clock, limiter=limiter, store=store)
-                proto.makeConnection(FakeDatagramTransport())
+                proto = limited(room, clock, store)
                 expected, dropped = self.feed(proto, clock, steps)
             finally:
                 if store is not None:
                     store.close()
         self.assertEqual((proto.requests(), sum(proto.dropped().values())), (expected, dropped))
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from([("192.0.2.1", 5), ("192.0.2.2", 5), ("192.0.2.3", 6)]),
+                st.one_of(session_datagrams(), session_datagrams(),
+                          st.sampled_from([b"1 Al", b"2 hey", b"5", b"4", b"3 Di"])),
+            ),
+            max_size=60,
+        )
+    )
+    def test_session_traffic_is_counted_once_by_its_outcome(self, steps):
+        """Registrations, repeats, stale and unknown requests, roaming, refusals: each counted as the client saw it."""
+        clock = Clock()
+        proto = limited(Room(idle_timeout=0, new_token=counting_tokens()), clock)
+        expected, dropped = self.feed(proto, clock, steps)
+        self.assertEqual((proto.requests(), dropped), (expected, 0))
 
     def feed(self, proto, clock, steps):
         """
@@ -193,6 +225,68 @@ class RequestCountTests(SynchronousTestCase):
             key = expected_outcome(datagram, written[0][0] if written else None)
             expected[key] = expected.get(key, 0) + 1
         return expected, dropped
+
+
+class RoomRequestCountTests(SynchronousTestCase):
+    """
+    L{Room.requests}: what the room counts of the requests it handles.
+    """
+
+    def test_session_requests_by_what_became_of_them(self):
+        """Each session request is counted once, as the client saw it: done (a repeat too), refused, or unanswered; the 1.0 requests done beside them."""
+        room = Room(new_token=counting_tokens())
+        al, bo, cy, dy = (("127.0.0.1", port) for port in range(4000, 4004))
+        al_token, dy_token = TOKENS[0], TOKENS[1]
+        steps = [
+            (al, b"6 %s Al" % NONCES[0]), (al, b"6 %s Al" % NONCES[0]),  # a repeat
+            (bo, b"1 Bo"),
+            (al, b"7 %s 1 hi" % al_token), (al, b"7 %s 1 hi" % al_token),  # a repeat
+            (al, b"8 %s 2 0" % al_token), (al, b"8 %s 1 0" % al_token),  # stale: no reply
+            (al, b"9 %s 3 Bo" % al_token), (al, b"9 %s 3 Bo" % al_token),  # taken, twice
+            (al, b"7 %s 1 hi" % dy_token),  # no such session, yet
+            (cy, b"8 %s 4 99" % al_token),  # moved, and ahead of the log
+            (bo, b"8 %s 5 0" % al_token),  # Bo's address
+            (cy, b"0 %s 6" % al_token),
+            (dy, b"6 %s Dy" % NONCES[1]), (dy, b"7 %s 1 yo" % dy_token),
+            (dy, b"6 %s Dy" % NONCES[1]),  # a repeat, after the session went on
+            (bo, b"2 hey"), (bo, b"3 Cy"), (bo, b"4"),
+        ]
+        replies = [room.receive(source, datagram, 0) for source, datagram in steps]
+        self.assertEqual(
+            [expected_outcome(datagram, reply) for (_, datagram), reply in zip(steps, replies)],
+            [("6", "ok"), ("6", "ok"), ("1", "ok"), ("7", "ok"), ("7", "ok"), ("8", "ok"),
+             ("8", "unanswered"), ("9", "refused"), ("9", "refused"), ("7", "refused"),
+             ("8", "refused"), ("8", "refused"), ("0", "ok"), ("6", "ok"), ("7", "ok"),
+             ("6", "unanswered"), ("2", "ok"), ("3", "ok"), ("4", "ok")],
+        )
+        self.assertEqual(
+            (room.requests(), room.repeats),
+            (
+                {
+                    ("1", "ok"): 1, ("2", "ok"): 1, ("3", "ok"): 1, ("4", "ok"): 1,
+                    ("6", "ok"): 3, ("6", "unanswered"): 1,
+                    ("7", "ok"): 3, ("7", "refused"): 1,
+                    ("8", "ok"): 1, ("8", "refused"): 2, ("8", "unanswered"): 1,
+                    ("9", "refused"): 2, ("0", "ok"): 1,
+                },
+                3,
+            ),
+        )
+
+    def test_lines_a_restore_took_back_still_count(self):
+        """A text undone by a return to the last commit was done all the same; lines a store restored were not done here."""
+        room = Room(track_state=True)
+        room.receive(AL, b"1 Al", 0)
+        saved = room.take_changes(everyone=True)
+        fresh = Room(track_state=True)
+        fresh.restore(saved.members, [(a, line) for _, a, line in saved.lines], saved.first, saved.next_id)
+        fresh.receive(AL, b"2 one", 0)
+        fresh.restore(saved.members, [(a, line) for _, a, line in saved.lines], saved.first, saved.next_id)
+        fresh.receive(AL, b"2 two", 0)
+        self.assertEqual((fresh.requests(), fresh.lines_added), ({("2", "ok"): 2}, 2))
+
+
+AL = ("127.0.0.1", 4000)
 
 
 class DurationsTests(SynchronousTestCase):
@@ -345,7 +439,7 @@ class CollectorTests(OptionsTestMixin, SynchronousTestCase):
         al, bo = ("127.0.0.1", 4000), ("127.0.0.1", 4001)
         before = self.scrape(registry)
         traffic = [(b"1 Al", al), (b"1 Bo", bo), (b"2 hello", bo), (b"5", al), (b"5", al),
-                   (b"3 Al", bo), (b"9", al), (b"4", bo)]
+                   (b"3 Al", bo), (b"x", al), (b"4", bo)]
         for datagram, source in traffic:
             protocol.datagramReceived(datagram, source)
         after = self.scrape(registry)

@@ -34,12 +34,10 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from udpchat import __version__, limits
-from udpchat.room import Expired
+from udpchat.room import OK, REFUSED, Expired
 from udpchat.server import (
     FAULT,
     NO_CODE,
-    OK,
-    REFUSED,
     UNCOMMITTED,
     UNSENT,
     canonical_address,
@@ -90,9 +88,9 @@ class ChatCollector(Collector):
 
         requests = CounterMetricFamily(
             "udpchat_requests",
-            "Datagrams that reached the room, by request code (1 to 5, or illegal: "
-            "none) and outcome (ok; refused: answered Illegal message; unanswered: "
-            "exactly Illegal message; failed: hit a bug).",
+            "Datagrams that reached the room, by request code (their first byte, 0 "
+            "to 9, or illegal: none) and outcome (ok: done as asked; refused: Illegal "
+            "message, or a session's refusal; unanswered: no reply; failed: a bug).",
             labels=("code", "outcome"),
         )
         counts = {(code, OK): 0 for code in CODES}
@@ -139,6 +137,12 @@ class ChatCollector(Collector):
             protocol.received_bytes,
         )
         yield _counter("udpchat_sent_bytes", "Payload bytes of the replies sent.", protocol.sent_bytes)
+        yield _counter(
+            "udpchat_session_repeats",
+            "Session requests that came again and were answered as the first time "
+            "(their replies were lost, or late).",
+            room.repeats,
+        )
         yield _counter(
             "udpchat_idle_removals",
             "Members removed after the idle timeout.",

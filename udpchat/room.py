@@ -48,6 +48,11 @@ _SEPARATOR_BYTES = len(wire.LINE_SEPARATOR)
 """The requests whose sender is found by what they carry, not its address."""
 
 
+def _is_refusal(reply):
+    """Whether C{reply}, to a session request, refuses it (C{Seq refused ...})."""
+    return reply.split(b" ", 2)[1:2] == [wire.REFUSED]
+
+
 def _random_token():
     """A session's token: 128 bits from the system's cryptographic source."""
     return os.urandom(wire.TOKEN_BYTES // 2).hex().encode()
@@ -58,6 +63,20 @@ DEFAULT_MAX_REPLY_BYTES = 1200
 DEFAULT_MAX_MEMBERS = 1000
 DEFAULT_MAX_PENDING = 1000
 DEFAULT_IDLE_TIMEOUT = 3600.0
+
+OK = "ok"
+REFUSED = "refused"
+UNANSWERED = "unanswered"
+"""
+What became of a request, as L{Room.requests} counts it: done as asked (or
+a repeat answered as the first one was), refused (C{Illegal message}, or a
+session's C{Seq refused} or C{Seq unknown}), or left without a reply.
+"""
+
+# What the room counts on its rarer paths besides those outcomes: a request
+# done, a repeat answered again, and a reply held back by an address's budget.
+_DONE, _REPEATED, _WITHHELD = "done", "repeated", "withheld"
+_CODES = {request: code.decode("ascii") for code, request, _ in wire.REQUEST_CODES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +281,9 @@ class Room:
     @ivar events_reported: how many events of each class (L{Joined}...)
         the room ever reported: a total that only grows, which L{restore}
         leaves as it is.
+    @ivar repeats: how many session requests (a registration too) came
+        again and were answered as they were the first time: a sign that
+        replies are lost.
     """
 
     def __init__(
@@ -288,6 +310,13 @@ class Room:
         self._new_token = new_token or _random_token
         self.sessions_only = sessions_only
         self.events_reported = Counter()
+        self.repeats = 0
+        # What the session requests came to, on their rarer paths; the
+        # commonest two, done, counted on their own.
+        self._tally = Counter()
+        self._session_said = self._session_fetched = 0
+        # Lines added before the last restore, and the log's end after it.
+        self._lines_before = self._restored_end = 0
         self._handlers = {
             wire.Join: self._join,
             wire.Say: self._say,
@@ -300,7 +329,6 @@ class Room:
             wire.SessionRename: self._session,
             wire.SessionLeave: self._session,
         }
-
         self._empty()
 
     def _empty(self):
@@ -450,12 +478,49 @@ class Room:
     @property
     def lines_added(self):
         """
-        How many lines the room's log ever took (the sequence number of the
-        next): one per join, text, rename, leave and removal.  It only
-        grows, except when L{restore} sets it (a store's start-up, or its
-        return to the last commit).
+        How many lines the room added to its log: one per join, text,
+        rename, leave and removal, those a return to the last commit
+        (L{restore}) took back included, those a store restored not.  A
+        total that only grows.
         """
-        return self._log.end
+        return self._lines_before + self._log.end - self._restored_end
+
+    def requests(self):
+        """
+        What the room can tell of the requests it handled, as
+        C{{(code, outcome): count}} (none of 0), totals that only grow:
+        C{outcome} L{OK}, L{REFUSED} or L{UNANSWERED}.
+
+        Requests C{1} to C{4} done are not counted one by one: each is
+        found from what it left behind, a join, rename or leave by its
+        event, a text by the line it added.  Session requests (C{6} to
+        C{0}) are counted as they are answered, the two commonest, a text
+        and a poll done, by a whole number each, the others on their
+        rarer paths.  The adapter counts the rest: polls (C{5}), and the
+        requests answered C{Illegal message}, or not at all because they
+        are exactly that.
+        """
+        events, tally = self.events_reported, self._tally
+        done = {
+            wire.Register: tally[wire.Register, _DONE],
+            wire.SessionSay: self._session_said,
+            wire.SessionFetch: self._session_fetched,
+            wire.SessionRename: tally[wire.SessionRename, _DONE],
+            wire.SessionLeave: tally[wire.SessionLeave, _DONE],
+        }
+        lines = events[Joined] + events[Renamed] + events[Left] + events[Expired]
+        counts = Counter({
+            (_CODES[wire.Join], OK): events[Joined] - done[wire.Register],
+            (_CODES[wire.Say], OK): self.lines_added - lines - done[wire.SessionSay],
+            (_CODES[wire.Rename], OK): events[Renamed] - done[wire.SessionRename],
+            (_CODES[wire.Leave], OK): events[Left] - done[wire.SessionLeave],
+        })
+        for request, count in done.items():
+            code, withheld = _CODES[request], tally[request, _WITHHELD]
+            counts[code, OK] += count + tally[request, _REPEATED] - withheld
+            counts[code, REFUSED] += tally[request, REFUSED]
+            counts[code, UNANSWERED] += tally[request, UNANSWERED] + withheld
+        return {key: count for key, count in counts.items() if count}
 
     def _check_free(self, name):
         if name in self._names:
@@ -519,9 +584,10 @@ class Room:
             # as long as the session has not gone further.
             session = known.session
             if session.seq:
+                self._tally[wire.Register, UNANSWERED] += 1
                 return None
             self._heard(known, source, datagram, now)
-            return self._budgeted(session, session.reply)
+            return self._repeat(wire.Register, session)
         try:
             if member is not None:
                 raise IllegalMessage(wire.ALREADY_A_MEMBER)
@@ -529,6 +595,7 @@ class Room:
         except IllegalMessage as e:
             # Said in the session's words: Illegal message, to a well-formed
             # registration, means a server without sessions.
+            self._tally[wire.Register, REFUSED] += 1
             return wire.refused(0, e.reason)
         token = self._new_token()
         if token in self._sessions:
@@ -546,7 +613,8 @@ class Room:
         if others and len(names) <= room:
             head += wire.LINE_SEPARATOR + names
         session.reply = head
-        return self._budgeted(session, session.reply)
+        self._tally[wire.Register, _DONE] += 1
+        return self._counted_budget(wire.Register, session, session.reply)
 
     def _session(self, source, address_member, request, now, datagram):
         """
@@ -557,15 +625,20 @@ class Room:
         arrived (a client has one request outstanding at a time).
         """
         # The path of every session request, kept flat, as receive() is.
+        # What a request came to is counted on the rarer paths, and by a
+        # whole number of its own for a text or a poll done.
         seq = request.seq
         member = self._sessions.get(request.token)
         if member is None:
+            self._tally[request.__class__, REFUSED] += 1
             return b"%d %s" % (seq, wire.UNKNOWN_SESSION)
         session = member.session
         if seq < session.seq:
+            self._tally[request.__class__, UNANSWERED] += 1
             return None
         if source != member.source:
             if address_member is not None:
+                self._tally[request.__class__, REFUSED] += 1
                 return wire.refused(seq, wire.ADDRESS_IN_USE)
             self._move(member, source)
         # _heard(), inlined.
@@ -588,14 +661,16 @@ class Room:
                 session.told = 0
         elif kind is not wire.SessionFetch:
             if session.reply is None:
+                self._tally[kind, UNANSWERED] += 1
                 return None  # the number of a poll: a confused client
-            return self._budgeted(session, session.reply)
+            return self._repeat(kind, session)
         session.replied_to = source
         if kind is wire.SessionFetch:
             session.reply = None  # a repeat is answered anew
             reply = self._session_fetch(member, request, repeat)
         elif kind is wire.SessionSay:
             self._say(source, member, request, now)
+            self._session_said += 1
             reply = session.reply = b"%d" % seq
         else:
             try:
@@ -605,12 +680,39 @@ class Room:
                     self._leave(source, member, request, now)
             except IllegalMessage as e:
                 reply = wire.refused(seq, e.reason)
+                self._tally[kind, REFUSED] += 1
             else:
                 reply = b"%d" % seq
+                self._tally[kind, _DONE] += 1
             session.reply = reply
         if session.budget is None:
             return reply
-        return self._budgeted(session, reply)
+        return self._counted_budget(kind, session, reply)
+
+    def _repeat(self, kind, session):
+        # A repeat of the newest request, answered as it was the first time:
+        # done or refused as it was then, unless its budget holds it back.
+        self.repeats += 1
+        reply = self._budgeted(session, session.reply)
+        if reply is None:
+            self._tally[kind, UNANSWERED] += 1
+        elif _is_refusal(reply):
+            self._tally[kind, REFUSED] += 1
+        else:
+            self._tally[kind, _REPEATED] += 1
+        return reply
+
+    def _counted_budget(self, kind, session, reply):
+        # _budgeted(), for a request already counted as done or refused: a
+        # reply held back is a request left without one.
+        budgeted = self._budgeted(session, reply)
+        if budgeted is None:
+            if _is_refusal(reply):
+                self._tally[kind, REFUSED] -= 1
+                self._tally[kind, UNANSWERED] += 1
+            else:
+                self._tally[kind, _WITHHELD] += 1
+        return budgeted
 
     def _heard(self, member, source, datagram, now):
         # A valid session request: the member is still there, and its
@@ -658,7 +760,9 @@ class Room:
         seq = request.seq
         end = log.end
         if position > end:
+            self._tally[wire.SessionFetch, REFUSED] += 1
             return wire.refused(seq, wire.POSITION_AHEAD)
+        self._session_fetched += 1
         if position > cursor.position:
             # The lines before position arrived: release them.
             if position < log.first:
@@ -799,6 +903,7 @@ class Room:
             sequence number C{first} on.
         @param next_id: the number the next member will get.
         """
+        self._lines_before += self._log.end - self._restored_end
         self._empty()
         restored = []
         for state in members:
@@ -822,7 +927,7 @@ class Room:
         for member in sorted(restored, key=lambda m: m.last_seen):
             self._silent[member.source] = member
         self._log.restore(first, lines, [m.cursor for m in restored])
-        self._reported_end = self._log.end
+        self._reported_end = self._restored_end = self._log.end
         self._next_id = next_id
         # What was restored is no change, but the members the log moved to
         # fit a smaller capacity are: the next take_changes() reports them.

@@ -38,20 +38,10 @@ from twisted.logger import (
 )
 
 from udpchat.limits import TokenBuckets
-from udpchat.room import Expired, Joined, Left, Moved, Renamed
+from udpchat.room import OK, REFUSED, Expired, Joined, Left, Moved, Renamed
 from udpchat.store import StateFileError, StateWriteError
 from udpchat.timing import COMMIT_BUCKETS, Durations
-from udpchat.wire import (
-    ILLEGAL,
-    MAX_SESSION_DATAGRAM_BYTES,
-    REQUEST_CODES,
-    Fetch,
-    Join,
-    Leave,
-    Rename,
-    Say,
-    redacted,
-)
+from udpchat.wire import ILLEGAL, MAX_SESSION_DATAGRAM_BYTES, REQUEST_CODES, Fetch, redacted
 
 SUMMARY_INTERVAL = 60.0
 """Seconds between two log lines counting refused and dropped datagrams."""
@@ -91,18 +81,18 @@ UNLOGGED = {kind: f"unlogged {name}" for kind, name in _EVENT_NAMES.items()}
 
 _NOT_DROPS = frozenset((ILLEGAL_REQUEST, UNANSWERED, UNSENT, UNCOMMITTED, FAULT, *UNLOGGED.values()))
 
-OK = "ok"
-REFUSED = "refused"
 FAILED = "failed"
-"""Outcomes of a request in L{ChatServerProtocol.requests}, beside L{UNANSWERED}."""
+"""
+The outcome in L{ChatServerProtocol.requests} of a request that hit a bug,
+beside the room's (L{udpchat.room.OK}, L{udpchat.room.REFUSED} and
+L{UNANSWERED}).
+"""
 
 NO_CODE = "illegal"
 """The code in L{ChatServerProtocol.requests} of a datagram that begins with none."""
 
-_CODES = {request: code.decode("ascii") for code, request, _ in REQUEST_CODES}
 _CODE_OF_FIRST_BYTE = {code: code.decode("ascii") for code, _, _ in REQUEST_CODES}
-# The request whose acceptance each event tells of (a removal is none).
-_REQUEST_OF_EVENT = {Joined: Join, Renamed: Rename, Left: Leave}
+_POLL = next(code.decode("ascii") for code, request, _ in REQUEST_CODES if request is Fetch)
 
 
 # What a read of a non-blocking, unconnected socket may end with but data:
@@ -323,10 +313,6 @@ class ChatServerProtocol(DatagramProtocol):
         self.received = self.received_bytes = self.sent_bytes = 0
         self.commit_durations = Durations(COMMIT_BUCKETS)
         self.commit_failures = 0
-        # The room's lines and events from before this protocol served (a
-        # store restores lines), and the lines a failed commit took back.
-        self._before = None
-        self._lines_undone = 0
         self._clock = clock
         self._seconds = clock.seconds
         self._limiter = limiter
@@ -355,8 +341,6 @@ class ChatServerProtocol(DatagramProtocol):
         replier = getattr(transport, "replier", None)
         self._write = transport.write if replier is None else replier()
         self._ends_batches = getattr(transport, "ends_batches", False)
-        if self._before is None:  # the store, if any, is loaded by now
-            self._before = (self.room.lines_added, self.room.events_reported.copy())
 
     def stopProtocol(self):
         # The port is closed: commit what was handled; the replies are lost,
@@ -514,19 +498,14 @@ class ChatServerProtocol(DatagramProtocol):
         return False
 
     def _revert(self, replies):
-        # Count what the failed commit cost: its replies, and the lines of
-        # its requests, which the room no longer holds.
         self.commit_failures += 1
-        self.counts[UNCOMMITTED] += replies
-        room = self.room
-        lines = room.lines_added
+        self.counts[UNCOMMITTED] += replies  # held for the commit, never sent
         try:
-            self._held.store.revert(room)
+            self._held.store.revert(self.room)
         except StateFileError:
             pass  # the store is lost: the service stops, and says why
         except Exception:
             self._fault(None)  # the store is lost too
-        self._lines_undone += lines - room.lines_added
 
     def sweep(self):
         """
@@ -651,42 +630,32 @@ class ChatServerProtocol(DatagramProtocol):
     def requests(self):
         """
         How many datagrams reached the room, by request code and outcome:
-        C{{(code, outcome): count}} (none of 0), totals that only grow.  C{code} is
-        C{"1"} to C{"5"}, or L{NO_CODE} for a datagram that does not begin
-        with a code; C{outcome} is L{OK} (the room did what was asked),
-        L{REFUSED} (answered C{Illegal message}), L{UNANSWERED} (exactly
-        C{Illegal message}, which gets no reply) or L{FAILED} (a bug).
-        With L{dropped}, every datagram read is counted once.
+        C{{(code, outcome): count}} (none of 0), totals that only grow.
+        C{code} is the datagram's first byte when that is a request code
+        (C{"1"} to C{"9"}, C{"0"}), else L{NO_CODE}; C{outcome} is
+        L{udpchat.room.OK} (done as asked), L{udpchat.room.REFUSED}
+        (C{Illegal message}, or a session's refusal), L{UNANSWERED} (no
+        reply: exactly C{Illegal message}, or a session request the room
+        leaves unanswered) or L{FAILED} (a bug).  With L{dropped}, every
+        datagram read is counted once.
 
-        Nothing on the path of a datagram counts a request the room
-        accepts: each is counted from what it left behind.  A join, a
-        rename and a leave by its event; a text by the line it added (the
-        log numbers every line, and a line is a text unless an event
-        added it); a poll as what remains of the datagrams read.  A request
-        refused, unanswered or failed is counted on its own way out.
+        The path of a datagram counts none of the requests the room does
+        as asked: the room tells most (L{udpchat.room.Room.requests}), and
+        a poll (C{5}) is what remains of the datagrams read.  A request
+        answered C{Illegal message}, not answered, or failed is counted on
+        its own way out.
         """
-        tally = Counter()
+        tally = Counter(self.room.requests())
+        room_unanswered = sum(n for (_, outcome), n in tally.items() if outcome == UNANSWERED)
         for counter, outcome in ((self.refused, REFUSED), (self.failed, FAILED)):
             for first, count in counter.items():
                 tally[_CODE_OF_FIRST_BYTE.get(first, NO_CODE), outcome] += count
-        if self.counts[UNANSWERED]:
-            tally[NO_CODE, UNANSWERED] = self.counts[UNANSWERED]
-        room = self.room
-        lines_before, events_before = self._before or (room.lines_added, Counter())
-        events = room.events_reported - events_before
-        accepted = Counter()
-        for event, request in _REQUEST_OF_EVENT.items():
-            accepted[request] = events[event]
-        lines = room.lines_added + self._lines_undone - lines_before
-        accepted[Say] = lines - sum(events.values())
-        accepted[Fetch] = (
-            self.received
-            - sum(self.dropped().values())
-            - sum(tally.values())
-            - sum(accepted.values())
+        # The datagrams left unanswered that the room does not count:
+        # exactly Illegal message, which it never parses.
+        tally[NO_CODE, UNANSWERED] += self.counts[UNANSWERED] - room_unanswered
+        tally[_POLL, OK] += (
+            self.received - sum(self.dropped().values()) - sum(tally.values())
         )
-        for request, count in accepted.items():
-            tally[_CODES[request], OK] = count
         return {key: count for key, count in tally.items() if count}
 
 
