@@ -329,6 +329,7 @@ class Room:
             wire.SessionRename: self._session,
             wire.SessionLeave: self._session,
         }
+
         self._empty()
 
     def _empty(self):

@@ -450,11 +450,10 @@ class ChatServerProtocol(DatagramProtocol):
         if not (room.changed or checkpoint or self._held is not None):
             return  # the most common batch of all, in memory
         changes = room.take_changes(everyone=checkpoint)
-        events = changes.events
         if self._held is not None and not self._commit(changes, checkpoint):
             return  # undone: none of it happened
-        if events:
-            self._log_events(events)
+        if changes.events:
+            self._log_events(changes.events)
 
     def _log_events(self, events):
         # One line per event while the budget lasts; counted beyond it.
@@ -619,7 +618,6 @@ class ChatServerProtocol(DatagramProtocol):
             unanswered=counts[UNANSWERED],
             unlogged=unlogged,
         )
-
 
     def dropped(self):
         """How many datagrams the limits dropped, by reason: totals."""

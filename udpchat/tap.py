@@ -207,9 +207,9 @@ class Options(usage.Options):
     of exempt networks, C{self["socket"]} the bound socket that
     L{makeService} serves on, C{self["metrics-socket"]} the listening
     socket it serves metrics on (L{None} without C{--metrics}), and, with
-    C{--state},
-    C{self["state-lock"]} the lock held on the state file (L{None} for a
-    file that does not exist yet: the store that creates it locks it).
+    C{--state}, C{self["state-lock"]} the lock held on the state file
+    (L{None} for a file that does not exist yet: the store that creates it
+    locks it).
     """
 
     synopsis = "[options]"
