@@ -308,15 +308,15 @@ class ChatServerProtocolLoggingTests(ProtocolTestMixin, SynchronousTestCase):
 
     def test_membership_events_carry_host_and_port(self):
         """Join, rename, leave and removal carry the member's host and port as fields of their own, for a JSON log; the text is as it was."""
-        self.clock = Clock()
-        proto = ChatServerProtocol(Room(idle_timeout=10), self.clock)
+        clock = Clock()
+        proto = ChatServerProtocol(Room(idle_timeout=10), clock)
         proto.makeConnection(FakeDatagramTransport())
         with capturedLogs() as events:
             for datagram, source in ((b"1 Al", ("::1", 4000)), (b"3 Cy", ("::1", 4000)),
                                      (b"4", ("::1", 4000)), (b"1 Bo", BO)):
                 proto.datagramReceived(datagram, source)
-                self.clock.advance(0)
-            self.clock.advance(10)
+                clock.advance(0)
+            clock.advance(10)
             proto.sweep()
         self.assertEqual(
             [(e["host"], e["port"], formatEvent(e)) for e in events],
