@@ -53,7 +53,19 @@ The page size of a new file: a commit writes each page it changes (a few)
 to the write-ahead log whole, and rows are small.
 """
 
+# A member that joined with 1 Name: its address never changes, and it has
+# no session (what a commit costs grows with the columns it names).
 _SAVE_MEMBER = """
+INSERT INTO members (id, host, port, name, position, dropped, last_seen)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    name = excluded.name,
+    position = excluded.position,
+    dropped = excluded.dropped,
+    last_seen = excluded.last_seen
+"""
+
+_SAVE_SESSION_MEMBER = """
 INSERT INTO members VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
     host = excluded.host,
@@ -544,15 +556,9 @@ def _take_lock(path):
     return fd
 
 
-_NO_SESSION = (None,) * len(_SESSION_COLUMNS)
-
-
-def _member_row(state):
-    # A MemberState as the columns of members.
+def _session_member_row(state):
+    # A MemberState with a session as the columns of members.
     session = state.session
-    if session is None:
-        return (state.id, *state.source[:2], state.name, state.position, state.dropped,
-                state.last_seen, *_NO_SESSION)
     return (
         state.id, *state.source[:2], state.name, state.position, state.dropped, state.last_seen,
         session.token.decode(), session.nonce.decode(), session.seq, session.reply, session.told,
@@ -732,7 +738,18 @@ class Store:
                     "DELETE FROM members WHERE id = ?", [(id,) for id in changes.removed]
                 )
             if changes.members:
-                connection.executemany(_SAVE_MEMBER, [_member_row(m) for m in changes.members])
+                plain = [
+                    (m.id, *m.source[:2], m.name, m.position, m.dropped, m.last_seen)
+                    for m in changes.members
+                    if m.session is None
+                ]
+                if plain:
+                    connection.executemany(_SAVE_MEMBER, plain)
+                if len(plain) < len(changes.members):
+                    connection.executemany(
+                        _SAVE_SESSION_MEMBER,
+                        [_session_member_row(m) for m in changes.members if m.session is not None],
+                    )
             if changes.lines:
                 connection.executemany("INSERT INTO lines VALUES (?, ?, ?)", changes.lines)
             if changes.first != self._saved_first:
