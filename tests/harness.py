@@ -29,6 +29,15 @@ NOBODY = "65534"
 SETPRIV = shutil.which("setpriv")  # util-linux
 
 
+def hang_up_as_a_shell_would():
+    """
+    For C{preexec_fn}: SIGHUP at its default action in the child, as a shell
+    starts a command, even if the tests run under C{nohup} (which ignores
+    it, and a server started so keeps it ignored, on purpose).
+    """
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def wait_for(predicate, timeout=DEADLINE, interval=0.02):
     """
     Poll C{predicate} until it returns something true, and return that.
@@ -109,6 +118,7 @@ class Server:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=env,
+            preexec_fn=hang_up_as_a_shell_would,
         )
         self.output = OutputReader(self.process.stdout)
         try:

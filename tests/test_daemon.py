@@ -22,6 +22,7 @@ from tests.harness import (
     TWISTD,
     ProcessTestCase,
     environment,
+    hang_up_as_a_shell_would,
     run_isolated,
     wait_for,
 )
@@ -448,6 +449,7 @@ class DaemonTests(ProcessTestCase):
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=DEADLINE,
+            preexec_fn=hang_up_as_a_shell_would,
         )
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         pid = started["pid"] = wait_for(lambda: read_pid(pidfile))

@@ -570,6 +570,8 @@ class HangUpTests(SynchronousTestCase):
     def setUp(self):
         before = signal.getsignal(signal.SIGHUP)
         self.addCleanup(signal.signal, signal.SIGHUP, signal.SIG_DFL if before is None else before)
+        # As a shell starts a server, even if the tests run under nohup.
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
         self.reactor = StoppableReactor()
         self.service = StopOnHangUp(self.reactor)
 
