@@ -655,28 +655,43 @@ def targets(results):
     return checks + session_targets(results)
 
 
-def state_table(results):
-    """The --state runs, each beside the in-memory run of its size."""
-    memory = {run["members"]: run for run in results["runs"] if "error" not in run}
-    lines = [f"with --state (--state-sync {results.get('state_sync', 'normal')}):",
-             "  ".join(h.rjust(w) for h, w in STATE_COLUMNS)]
-    for run in results.get("state_runs", []):
+def beside_table(title, runs, results, columns, cells):
+    """
+    C{runs} (a second run of some sizes: with --state, sessions...), each
+    beside the run of its size in C{results}: members, both rates and their
+    ratio, then what C{cells(run, base)} gives, under C{columns}.
+    """
+    plain = {run["members"]: run for run in results["runs"] if "error" not in run}
+    lines = [title, "  ".join(h.rjust(w) for h, w in columns)]
+    for run in runs:
         if "error" in run:
             lines.append(f"{run['members']:>8}  failed: {run['error'].splitlines()[0]}")
             continue
-        base = memory.get(run["members"], {})
-        cells = [
+        base = plain.get(run["members"], {})
+        row = [
             f"{run['members']:,}",
             f"{base.get('requests_per_s', 0):,.0f}",
             f"{run['requests_per_s']:,.0f}",
             _ratio(run["requests_per_s"], base.get("requests_per_s")),
+            *cells(run, base),
+        ]
+        lines.append("  ".join(c.rjust(w) for c, (_, w) in zip(row, columns)))
+    return "\n".join(lines)
+
+
+def state_table(results):
+    """The --state runs, each beside the in-memory run of its size."""
+    return beside_table(
+        f"with --state (--state-sync {results.get('state_sync', 'normal')}):",
+        results.get("state_runs", []),
+        results,
+        STATE_COLUMNS,
+        lambda run, base: [
             _ms(run["poll_p99_ms"]),
             f"{run['server_us_per_request']:.1f}",
             str(run["timeouts"]),
-        ]
-        lines.append("  ".join(c.rjust(w) for c, (_, w) in zip(cells, STATE_COLUMNS)))
-    return "\n".join(lines)
-
+        ],
+    )
 
 STATE_COLUMNS = [("members", 8), ("memory req/s", 12), ("state req/s", 11),
                  ("x memory", 8), ("p99 ms", 7), ("srv us/req", 10), ("timeouts", 8)]
@@ -684,28 +699,19 @@ STATE_COLUMNS = [("members", 8), ("memory req/s", 12), ("state req/s", 11),
 
 def metrics_table(results):
     """The --metrics runs, each beside the run of its size without."""
-    plain = {run["members"]: run for run in results["runs"] if "error" not in run}
-    lines = ["with --metrics (scraped once, after the measurement):",
-             "  ".join(h.rjust(w) for h, w in METRICS_COLUMNS)]
-    for run in results.get("metrics_runs", []):
-        if "error" in run:
-            lines.append(f"{run['members']:>8}  failed: {run['error'].splitlines()[0]}")
-            continue
-        base = plain.get(run["members"], {})
-        cells = [
-            f"{run['members']:,}",
-            f"{base.get('requests_per_s', 0):,.0f}",
-            f"{run['requests_per_s']:,.0f}",
-            _ratio(run["requests_per_s"], base.get("requests_per_s")),
+    return beside_table(
+        "with --metrics (scraped once, after the measurement):",
+        results.get("metrics_runs", []),
+        results,
+        METRICS_COLUMNS,
+        lambda run, base: [
             _ms(run["poll_p99_ms"]),
             f"{base.get('server_us_per_request', 0):.1f}",
             f"{run['server_us_per_request']:.1f}",
             str(run["timeouts"]),
             _ms(run.get("scrape_ms")),
-        ]
-        lines.append("  ".join(c.rjust(w) for c, (_, w) in zip(cells, METRICS_COLUMNS)))
-    return "\n".join(lines)
-
+        ],
+    )
 
 METRICS_COLUMNS = [("members", 8), ("without req/s", 13), ("metrics req/s", 13),
                    ("x without", 9), ("p99 ms", 7), ("without us/req", 14),
@@ -923,29 +929,20 @@ class SessionClosedLoop:
 
 def session_table(results):
     """The session runs (7 and 8), each beside the 1.0 run (2 and 5) of its size."""
-    legacy = {run["members"]: run for run in results["runs"] if "error" not in run}
-    lines = ["sessions (7 and 8) beside 1.0 (2 and 5), the same closed loop:",
-             "  ".join(h.rjust(w) for h, w in SESSION_COLUMNS)]
-    for run in results.get("session_runs", []):
-        if "error" in run:
-            lines.append(f"{run['members']:>8}  failed: {run['error'].splitlines()[0]}")
-            continue
-        base = legacy.get(run["members"], {})
-        cells = [
-            f"{run['members']:,}",
-            f"{base.get('requests_per_s', 0):,.0f}",
-            f"{run['requests_per_s']:,.0f}",
-            _ratio(run["requests_per_s"], base.get("requests_per_s")),
+    return beside_table(
+        "sessions (7 and 8) beside 1.0 (2 and 5), the same closed loop:",
+        results.get("session_runs", []),
+        results,
+        SESSION_COLUMNS,
+        lambda run, base: [
             _ms(base.get("poll_p99_ms")),
             _ms(run["poll_p99_ms"]),
             f"{base.get('server_us_per_request', 0):.1f}",
             f"{run['server_us_per_request']:.1f}",
             str(run["timeouts"]),
             f"{run['slices_kept']}/{len(run['slices'])}",
-        ]
-        lines.append("  ".join(c.rjust(w) for c, (_, w) in zip(cells, SESSION_COLUMNS)))
-    return "\n".join(lines)
-
+        ],
+    )
 
 SESSION_COLUMNS = [("members", 8), ("1.0 req/s", 9), ("session req/s", 13), ("x 1.0", 5),
                    ("1.0 p99 ms", 10), ("p99 ms", 7), ("1.0 us/req", 10), ("srv us/req", 10),

@@ -660,12 +660,11 @@ class EncodeRequestTests(SynchronousTestCase):
             )
 
     def test_table_names_the_field_that_holds_the_argument(self):
-        """A request's argument, in the table, is its last field (its one field in 1.0); none for a request without."""
+        """A request's argument, in the table, is its one field besides a session's nonce or token and number; none for a request without."""
+        header = ("nonce", "token", "seq")
         self.assertEqual(
-            [[field.name for field in fields(kind)][-1:] for _, kind, _ in wire.REQUEST_CODES
-             if kind not in wire.SESSION_REQUESTS or kind is not wire.SessionLeave],
-            [[argument] if argument else [] for _, kind, argument in wire.REQUEST_CODES
-             if kind not in wire.SESSION_REQUESTS or kind is not wire.SessionLeave],
+            [[f.name for f in fields(kind) if f.name not in header] for _, kind, _ in wire.REQUEST_CODES],
+            [[argument] if argument else [] for _, _, argument in wire.REQUEST_CODES],
         )
 
     def test_codes_are_spelled_once(self):
