@@ -247,6 +247,12 @@ class RedisRoom:
         self.lines_added = 0
         self._outcomes = Counter()
 
+    def discount(self, seconds):
+        """
+        Nothing: this daemon stalled, but the group's other daemons may not
+        have; idle timers run on (unlike a room in one process, L{Room}).
+        """
+
     def encode(self, source, datagram):
         """
         The script's seven values for C{datagram} from C{source}: it is

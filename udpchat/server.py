@@ -324,7 +324,9 @@ class ChatServerProtocol(DatagramProtocol):
         self._ends_batches = False  # whether the transport calls flush()
         self._flush_call = None
         self._last_fault_logged = None
-        self._receive = room.receive
+        # None for a room in Redis, which answers a batch at a time
+        # (udpchat.sharedroom).
+        self._receive = getattr(room, "receive", None)
         self._log_requests = log_level == LogLevel.debug
         self.log = filtered_logger(f"{__name__}.{type(self).__name__}", self, log_level)
         self._summarised = Counter()
@@ -900,6 +902,9 @@ class ChatService(Service):
             host=canonical_address((address.host, address.port))[0],
             port=address.port,
         )
+        kept_in = getattr(self.protocol, "kept_in", None)
+        if kept_in is not None:
+            self.log.info("the group is kept in {kept_in}", kept_in=kept_in)
 
     def stopService(self):
         Service.stopService(self)
@@ -916,9 +921,13 @@ class ChatService(Service):
         protocol = self.protocol
         room, store = protocol.room, protocol.store
         counts = dict(
-            members=_counted(len(room.members()), "member"),
+            members=_counted(room.member_count, "member"),
             lines=_counted(room.stored_lines, "stored line"),
         )
+        kept_in = getattr(protocol, "kept_in", None)
+        if kept_in is not None:
+            self.log.info("udpchat stopped: the group stays in {kept_in}", kept_in=kept_in)
+            return
         if store is None:
             self.log.info(
                 "udpchat stopped: {members} and {lines} dropped (the room "

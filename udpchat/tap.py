@@ -13,6 +13,7 @@ checks values against them, C{--help} shows them, and the tests read them.
 import importlib
 import ipaddress
 import os
+import re
 import signal
 
 from twisted.application.service import MultiService
@@ -29,6 +30,14 @@ from udpchat.room import (
     DEFAULT_MAX_PENDING,
     DEFAULT_MAX_REPLY_BYTES,
     Room,
+)
+from udpchat.redisroom import (
+    DEFAULT_ROOM,
+    RedisError,
+    RedisRoom,
+    check_redis,
+    is_redis_url,
+    parse_redis_url,
 )
 from udpchat.server import ChatServerProtocol, ChatService, periodic_services
 
@@ -225,6 +234,12 @@ class Options(usage.Options):
             "Refuse '1 Name': every member registers a session, which only its "
             "token acts for (see README.rst, Sessions).",
         ],
+        [
+            "reuse-port",
+            None,
+            "Share the UDP port with other daemons (SO_REUSEPORT) of the same "
+            "user: with --state redis://..., several daemons serve one group.",
+        ],
     ]
     optParameters = _ranged([
         [
@@ -318,8 +333,17 @@ class Options(usage.Options):
             "state",
             None,
             None,
-            "SQLite file that keeps the room across restarts and crashes "
+            "SQLite file that keeps the room across restarts and crashes, or "
+            "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] to keep it in Redis, "
+            "where several daemons can serve it (needs udpchat[redis]) "
             "[default: none, the room lives in memory].",
+        ],
+        [
+            "room",
+            None,
+            None,
+            "With --state redis://...: the group's name, the prefix of its "
+            f"keys, 1 to 64 of A-Z a-z 0-9 . _ - [default: {DEFAULT_ROOM}].",
         ],
         [
             "state-sync",
@@ -387,7 +411,14 @@ class Options(usage.Options):
                 f"--state-sync must be one of {', '.join(store.SYNCHRONOUS)}, "
                 f"not {self['state-sync']!r}"
             )
-        if self["state"] is not None:
+        self["redis"] = None
+        if self["state"] is not None and is_redis_url(self["state"]):
+            self["redis"] = self._check_redis(self["state"])
+            # Out of sight of anything that prints the options.
+            self["state"] = str(self["redis"])
+        elif self["room"] is not None:
+            raise usage.UsageError("--room names a group in Redis: it needs --state redis://...")
+        elif self["state"] is not None:
             # Locked first, so that a file in use is not even read; read
             # only now, written only in startService, after the fork.
             try:
@@ -410,7 +441,9 @@ class Options(usage.Options):
                     f"--interface must be an IP address, not {interface!r}"
                 ) from None
         try:
-            self["socket"] = bind_udp(interface, self["port"], self["receive-buffer"])
+            self["socket"] = bind_udp(
+                interface, self["port"], self["receive-buffer"], reuse_port=bool(self["reuse-port"])
+            )
         except ReceiveBufferTooSmall as e:
             raise usage.UsageError(
                 f"--receive-buffer {self['receive-buffer']}: the kernel granted "
@@ -433,6 +466,36 @@ class Options(usage.Options):
                     f"--metrics: cannot listen on TCP port {port} of {host}: "
                     f"{e.strerror or e}"
                 ) from None
+
+
+    def _check_redis(self, url):
+        # The group's Redis, reached now, while a mistake is still a usage
+        # error: one line, exit status 1, and never the password.
+        try:
+            importlib.import_module("txredisapi")  # an extra: is it there?
+            importlib.import_module("hiredis")
+        except ImportError:
+            raise usage.UsageError(
+                "--state redis://... needs txredisapi and hiredis: pip install 'udpchat[redis]'"
+            ) from None
+        try:
+            address = parse_redis_url(url)
+        except ValueError as e:
+            raise usage.UsageError(f"--state: {e}") from None
+        name = DEFAULT_ROOM if self["room"] is None else self["room"]
+        if not _ROOM_NAME.match(name):
+            raise usage.UsageError(
+                f"--room must be 1 to 64 of A-Z a-z 0-9 . _ -, not {name!r}"
+            )
+        self["room"] = name
+        try:
+            check_redis(address)
+        except RedisError as e:
+            raise usage.UsageError(f"--state: {e}") from None
+        return address
+
+
+_ROOM_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 
 
 class StopOnHangUp(MultiService):
@@ -496,7 +559,7 @@ def makeService(config, reactor=None, environ=None):
     if environ is None:
         environ = os.environ
     state = None
-    if config["state"] is not None:
+    if config["state"] is not None and config.get("redis") is None:
         state = store.Store(config["state"], synchronous=config["state-sync"])
     limiter = limits.Limiter(
         limits.Classifier(config["exempt"]),
@@ -504,21 +567,33 @@ def makeService(config, reactor=None, environ=None):
         replies=limits.TokenBuckets(config["reply-rate"], config["reply-burst"]),
         max_reply_bytes=config["max-reply-bytes"],
     )
-    room = Room(
+    rules = dict(
         max_reply_bytes=config["max-reply-bytes"],
         max_members=config["max-members"],
         max_pending=config["max-pending"],
         idle_timeout=config["idle-timeout"],
         group_of=limiter.group_of,
         max_members_per_group=config["max-members-per-prefix"],
-        track_state=state is not None,
         sessions_only=bool(config["sessions-only"]),
     )
-    protocol = ChatServerProtocol(
-        room, reactor, log_level=config["log-level"], limiter=limiter, store=state
-    )
-    # The chat service first: it opens the store the timers write to.
     top = StopOnHangUp(reactor)
+    if config.get("redis") is None:
+        room = Room(track_state=state is not None, **rules)
+        protocol = ChatServerProtocol(
+            room, reactor, log_level=config["log-level"], limiter=limiter, store=state
+        )
+    else:
+        # Imported only now: the Redis client is an extra.
+        from udpchat.sharedroom import RedisLink, SharedRoomProtocol
+
+        # The link first: it is up before datagrams come, and stops last.
+        link = RedisLink(config["redis"], reactor)
+        link.setServiceParent(top)
+        room = RedisRoom(config["room"].encode("ascii"), **rules)
+        protocol = SharedRoomProtocol(
+            room, link, reactor, log_level=config["log-level"], limiter=limiter
+        )
+    # The chat service first: it opens the store the timers write to.
     chat = ChatService(config["socket"], protocol, reactor)
     chat.setServiceParent(top)
     for timer in periodic_services(protocol, reactor):
