@@ -24,6 +24,7 @@ from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tests.harness import DEADLINE
+from tests.redisserver import requires_redis, shared_redis
 from udpchat.binding import bind_udp
 from udpchat.server import ChatServerProtocol, ChatService
 from udpchat.tap import NUMBERS, OptionBound, Options, StopOnHangUp, makeService
@@ -126,6 +127,7 @@ class OptionsTests(OptionsTestMixin, SynchronousTestCase):
                 "exempt": "127.0.0.0/8,::1/128",
                 "receive-buffer": None,
                 "state": None,
+                "room": None,
                 "state-sync": "normal",
                 "log-level": "info",
                 "metrics": None,
@@ -899,3 +901,68 @@ class ReceiveBufferTests(OptionsTestMixin, SynchronousTestCase):
             size = int(f.read()) * 2
         config = self.parse(*LOOPBACK, "--receive-buffer", str(size))
         self.assertGreaterEqual(config["socket"].getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF), 2 * size)
+
+
+class RedisOptionsTests(OptionsTestMixin, SynchronousTestCase):
+    """--state redis://..., --room and --reuse-port."""
+
+    def test_room_needs_redis(self):
+        self.assertEqual(
+            self.usage_error(*LOOPBACK, "--room", "chat"),
+            "--room names a group in Redis: it needs --state redis://...",
+        )
+
+    def test_bad_url_is_refused_without_its_password(self):
+        reason = self.usage_error(*LOOPBACK, "--state", "redis://:hunter2@127.0.0.1:port")
+        self.assertTrue(reason.startswith("--state: a Redis URL is redis://"), reason)
+        self.assertNotIn("hunter2", reason)
+
+    def test_unreachable_redis_is_refused_without_its_password(self):
+        from tests.redisserver import free_tcp_port
+
+        url = f"redis://me:hunter2@127.0.0.1:{free_tcp_port()}/1"
+        reason = self.usage_error(*LOOPBACK, "--state", url)
+        self.assertTrue(reason.startswith("--state: cannot reach Redis at 127.0.0.1:"), reason)
+        self.assertNotIn("hunter2", reason)
+
+    @requires_redis
+    def test_room_names_are_checked(self):
+        url = shared_redis().url
+        for name in ("", "a b", "a:b", "x" * 65, "caf\u00e9"):
+            reason = self.usage_error(*LOOPBACK, "--state", url, "--room", name)
+            self.assertTrue(reason.startswith("--room must be 1 to 64 of"), reason)
+
+    @requires_redis
+    def test_a_reachable_redis_makes_a_shared_room(self):
+        from udpchat.sharedroom import RedisLink, SharedRoomProtocol
+
+        config = self.parse(*LOOPBACK, "--state", shared_redis().url, "--room", "tap-test")
+        service = makeService(config, reactor=Clock())
+        protocol = chat_service(service).protocol
+        self.assertIsInstance(protocol, SharedRoomProtocol)
+        self.assertEqual(protocol.room.prefix, b"tap-test")
+        self.assertIsInstance(service.services[0], RedisLink)  # started first, stopped last
+
+    @requires_redis
+    def test_password_is_kept_out_of_the_options_and_of_a_refusal(self):
+        from tests.redisserver import RedisServer
+
+        server = RedisServer(password="hunter2")
+        self.addCleanup(server.close)
+        config = self.parse(*LOOPBACK, "--state", server.url)
+        self.assertEqual((config["redis"].password, "hunter2" in config["state"]), ("hunter2", False))
+        reason = self.usage_error(*LOOPBACK, "--state", server.url.replace("hunter2", "hunter3"))
+        self.assertTrue(reason.startswith("--state: Redis at 127.0.0.1:"), reason)
+        self.assertNotIn("hunter", reason)
+
+    def test_reuse_port_lets_two_daemons_share_a_port(self):
+        first = self.parse("--interface", "127.0.0.1", "--port", "0", "--reuse-port")
+        port = first["socket"].getsockname()[1]
+        second = self.parse("--interface", "127.0.0.1", "--port", str(port), "--reuse-port")
+        self.assertEqual(second["socket"].getsockname()[1], port)
+
+    def test_without_reuse_port_the_port_is_in_use(self):
+        first = self.parse("--interface", "127.0.0.1", "--port", "0", "--reuse-port")
+        port = first["socket"].getsockname()[1]
+        reason = self.usage_error("--interface", "127.0.0.1", "--port", str(port))
+        self.assertIn("cannot listen on UDP port", reason)
