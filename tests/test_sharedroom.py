@@ -15,12 +15,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from udpchat.redisroom import SCRIPT, SCRIPT_SHA, RedisAddress, RedisRoom
 from udpchat.sharedroom import (
     MAX_WAITING,
-    UNSTORED,
     WAITING,
     RedisLink,
     RedisUnavailable,
     SharedRoomProtocol,
 )
+from udpchat.server import UNCOMMITTED
 from udpchat.wire import ILLEGAL
 
 from tests.redisserver import requires_redis, shared_redis
@@ -87,7 +87,10 @@ class SharedRoomProtocolTests(SynchronousTestCase):
         self.assertEqual(
             transport.written, [(b"", A), (b"Al", B), (b"", A), (b"Al: hi", B), (ILLEGAL, B)]
         )
-        self.assertEqual(proto.refused[b"j"], 1)
+        self.assertEqual(
+            proto.requests(),
+            {("1", "ok"): 2, ("2", "ok"): 1, ("5", "ok"): 1, ("illegal", "refused"): 1},
+        )
 
     def test_a_datagram_as_a_transport_delivers_it(self):
         link = ScriptLink()
@@ -121,7 +124,8 @@ class HeldLinkTests(SynchronousTestCase):
         clock.advance(0)
         self.assertEqual((len(link.calls), proto.waiting), (1, 2))
         link.calls[0][1].errback(RedisUnavailable("gone"))
-        self.assertEqual((transport.written, proto.waiting, proto.counts[UNSTORED]), ([], 0, 2))
+        self.assertEqual((transport.written, proto.waiting, proto.counts[UNCOMMITTED]), ([], 0, 2))
+        self.assertEqual(proto.requests(), {("1", "unanswered"): 1, ("2", "unanswered"): 1})
 
     def test_calls_go_out_without_waiting_for_the_last_answer(self):
         link = HeldLink()

@@ -310,10 +310,10 @@ class RedisRoom:
         outcomes = self._outcomes
         for datagram, reply in zip(datagrams, replies):
             code = datagram[:1]
+            if reply == ILLEGAL or code not in _CODES:
+                continue  # the adapter counts those, by their first byte
             if reply is None:
                 outcomes[code, UNANSWERED] += 1
-            elif reply == ILLEGAL:
-                continue  # the adapter counts those, by their first byte
             elif code in _SESSION_OPS and _refuses(reply):
                 outcomes[code, REFUSED] += 1
             else:
@@ -321,6 +321,16 @@ class RedisRoom:
                 if code == b"2":
                     self.lines_added += 1
         return [None if reply is None else reply for reply in replies], events
+
+    def unanswered(self, datagrams):
+        """
+        Count C{datagrams} as requests left without a reply: Redis did not
+        answer the call that carried them.
+        """
+        for datagram in datagrams:
+            code = datagram[:1]
+            if code in _CODES:
+                self._outcomes[code, UNANSWERED] += 1
 
     def requests(self):
         """
@@ -335,6 +345,7 @@ class RedisRoom:
         }
 
 
+_CODES = frozenset(code for code, _, _ in wire.REQUEST_CODES)
 _SESSION_OPS = frozenset(code for code, request, _ in wire.REQUEST_CODES if request in (wire.Register, *wire.SESSION_REQUESTS))
 
 

@@ -21,7 +21,7 @@ from twisted.internet.defer import fail
 from twisted.logger import Logger
 
 from udpchat.redisroom import SCRIPT, SCRIPT_SHA
-from udpchat.server import UNANSWERED, ChatServerProtocol, format_address
+from udpchat.server import UNANSWERED, UNCOMMITTED, ChatServerProtocol, format_address
 from udpchat.wire import ILLEGAL, redacted
 
 CALL_TIMEOUT = 5.0
@@ -38,9 +38,6 @@ Requests that may wait for Redis at once; more are dropped unanswered
 
 WAITING = "waiting"
 """The counts key of requests dropped since too many waited for Redis."""
-
-UNSTORED = "unstored"
-"""The counts key of requests given no reply since Redis did not answer."""
 
 
 class RedisUnavailable(Exception):
@@ -246,7 +243,9 @@ class SharedRoomProtocol(ChatServerProtocol):
         # Redis did not answer: whether it applied the batch is unknown,
         # so nothing is replied; clients ask again.
         self.waiting -= len(batch)
-        self.counts[UNSTORED] += len(batch)
+        self.counts[UNANSWERED] += len(batch)
+        self.counts[UNCOMMITTED] += len(batch)
+        self.room.unanswered([datagram for datagram, _, _ in batch])
         for _, _, admission in batch:
             self._unanswered(admission, now)
 
