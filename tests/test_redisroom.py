@@ -5,6 +5,7 @@ redis-server.
 """
 
 import itertools
+import json
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -77,13 +78,16 @@ class ScriptRoom:
         ids = self.redis.call(b"ZRANGE", self._key(b"ids"), 0, -1)
         members = []
         for id in ids:
-            source, name = self.redis.call(b"HMGET", self._key(b"m:" + id), b"src", b"name")
-            members.append((decode_source(source), name.decode()))
+            source, name = self._member(id)[:2]
+            members.append((decode_source(source.encode()), name))
         return members
+
+    def _member(self, id):
+        return json.loads(self.redis.call(b"GET", self._key(b"m:" + id)))
 
     def pending(self, source):
         id = self.redis.call(b"HGET", self._key(b"src"), encode_source(source))
-        position = int(self.redis.call(b"HGET", self._key(b"m:" + id), b"pos"))
+        position = self._member(id)[3]
         first = int(self.redis.call(b"HGET", self._key(b"meta"), b"first") or 0)
         start = max(position, first)
         entries = self.redis.call(b"XRANGE", self._key(b"log"), b"0-%d" % (start + 1), b"+")

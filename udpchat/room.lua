@@ -17,7 +17,7 @@
 --              next_id, heard (a counter ordering P:silent), next_expiry
 --   P:log      stream: line number n has id 0-(n+1), fields a (author id,
 --              "" for none) and l (the line); at most 2 * max_pending
---   P:m:ID     hash: one member (see load and save)
+--   P:m:ID     string: one member, a JSON array (see load and save)
 --   P:own:ID   list: the numbers of the member's own lines at or after its
 --              position (it never reads them), oldest first
 --   P:src      hash: source -> id;      P:names   hash: name -> id
@@ -44,6 +44,7 @@ local ILLEGAL = 'Illegal message'
 local meta = redis.call('HMGET', META, 'end', 'first', 'next_id', 'heard', 'next_expiry')
 local END = tonumber(meta[1]) or 0
 local FIRST = tonumber(meta[2]) or 0
+local first_before = FIRST
 local NEXT_ID = tonumber(meta[3]) or 0
 local HEARD = tonumber(meta[4]) or 0
 local NEXT_EXPIRY = tonumber(meta[5]) or 0
@@ -70,28 +71,23 @@ end
 
 -- Members -----------------------------------------------------------------
 
+-- A member is one string, a JSON array of its fields (one GET and one SET
+-- per batch, where a hash of fields cost twice as much): every string in it
+-- is UTF-8 (names, as parsed, and ASCII).
 local function load(id)
   local member = cache[id]
   if member then
     return member
   end
-  local f = redis.call('HGETALL', P .. ':m:' .. id)
-  member = {}
-  for i = 1, #f, 2 do
-    member[f[i]] = f[i + 1]
-  end
-  member.id = id
-  member.pos = tonumber(member.pos)
-  member.dropped = tonumber(member.dropped)
-  member.seen = tonumber(member.seen)
-  member.nown = tonumber(member.nown)
-  -- A session's fields; "" for none (reply after a poll, budget once the
-  -- address has shown it receives).
-  member.told = tonumber(member.told)
-  member.budget = tonumber(member.budget)
-  if member.reply == '' then
-    member.reply = nil
-  end
+  local f = cjson.decode(redis.call('GET', P .. ':m:' .. id))
+  member = {
+    id = id, src = f[1], name = f[2], grp = f[3], pos = f[4], dropped = f[5],
+    seen = f[6], nown = f[7],
+    -- A session's fields; "" or false for none (a reply after a poll, a
+    -- budget once the address has shown it receives).
+    tok = f[8], nonce = f[9], seq = f[10], reply = f[11] or nil, told = f[12],
+    budget = f[13] or nil, rto = f[14],
+  }
   cache[id] = member
   return member
 end
@@ -103,14 +99,11 @@ local function mark(member)
 end
 
 local function save(member)
-  local budget = member.budget and decimal(member.budget) or ''
-  redis.call('HSET', P .. ':m:' .. member.id,
-    'src', member.src, 'name', member.name, 'grp', member.grp,
-    'pos', decimal(member.pos), 'dropped', decimal(member.dropped),
-    'seen', tostring(member.seen), 'nown', decimal(member.nown),
-    'tok', member.tok, 'nonce', member.nonce, 'seq', member.seq,
-    'reply', member.reply or '', 'told', decimal(member.told),
-    'budget', budget, 'rto', member.rto)
+  redis.call('SET', P .. ':m:' .. member.id, cjson.encode({
+    member.src, member.name, member.grp, member.pos, member.dropped,
+    member.seen, member.nown, member.tok, member.nonce, member.seq,
+    member.reply or false, member.told, member.budget or false, member.rto,
+  }))
 end
 
 local function member_at(source)
@@ -121,11 +114,16 @@ local function member_at(source)
   return nil
 end
 
--- Heard from: the member goes to the end of the silent order.
+-- Heard from: the member goes to the end of the silent order.  Its place
+-- there is written once, at the end of the batch: the batch's requests
+-- share one time, so that only its first can find anyone to expire.
+local heard = {}  -- id -> member, for the silent order
+
 local function touch(member)
   member.seen = now
   HEARD = HEARD + 1
-  redis.call('ZADD', SILENT, HEARD, member.id)
+  member.heard = HEARD
+  heard[member.id] = member
   mark(member)
 end
 
@@ -168,8 +166,7 @@ local function forget_oldest()
       mark(member)
     end
   end
-  FIRST = sequence + 1
-  redis.call('XTRIM', LOG, 'MINID', line_id(FIRST))
+  FIRST = sequence + 1  -- the stream is trimmed to it at the end of the batch
 end
 
 local function append(line, author)
@@ -387,6 +384,7 @@ local function remove(member)
   redis.call('ZREM', IDS, member.id)
   redis.call('HDEL', NAMES, member.name)
   redis.call('ZREM', SILENT, member.id)
+  heard[member.id] = nil
   leave_group(member.grp)
   if member.tok ~= '' then
     redis.call('HDEL', TOKENS, member.tok)
@@ -481,7 +479,7 @@ end
 
 -- Sessions --------------------------------------------------------------------
 
-local function heard(member, length)
+local function heard_from(member, length)
   touch(member)
   if member.budget then
     member.budget = member.budget + 3 * length
@@ -496,7 +494,7 @@ local function register(source, group, member, length, nonce, name, token)
     if known.seq ~= '0' then
       return nil
     end
-    heard(known, length)
+    heard_from(known, length)
     return budgeted(known, known.reply)
   end
   if member then
@@ -604,7 +602,7 @@ local function session(source, group, address_member, length, op, token, seq, ar
     end
     move(member, source, group)
   end
-  heard(member, length)
+  heard_from(member, length)
   local repeated = seq == member.seq
   if not repeated then
     if member.budget and member.rto == source then
@@ -701,6 +699,12 @@ end
 
 for _, member in pairs(dirty) do
   save(member)
+end
+for id, member in pairs(heard) do
+  redis.call('ZADD', SILENT, member.heard, id)
+end
+if FIRST > first_before then
+  redis.call('XTRIM', LOG, 'MINID', line_id(FIRST))
 end
 redis.call('HSET', META, 'end', decimal(END), 'first', decimal(FIRST),
   'next_id', decimal(NEXT_ID), 'heard', decimal(HEARD),
