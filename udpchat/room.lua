@@ -8,7 +8,7 @@
 -- ARGV: now, max_reply_bytes, max_members, max_pending, idle_timeout,
 --   max_members_per_group ("" for none), sessions_only ("1"/"0"), then seven
 --   values per request: source, group ("" for none), datagram length, op,
---   and three fields (see udpchat.redisroom.encode_request).
+--   and three fields (see udpchat.redisroom.RedisRoom.encode).
 -- Returns {replies, events, member count, lines held}: a reply is a string,
 -- or false for none; an event is {kind, source, name, other}.
 --
@@ -86,7 +86,7 @@ local function load(id)
     -- A session's fields; "" or false for none (a reply after a poll, a
     -- budget once the address has shown it receives).
     tok = f[8], nonce = f[9], seq = f[10], reply = f[11] or nil, told = f[12],
-    budget = f[13] or nil, rto = f[14],
+    budget = f[13] or nil, rto = f[14], heard = f[15], zs = f[16] or nil,
   }
   cache[id] = member
   return member
@@ -103,6 +103,7 @@ local function save(member)
     member.src, member.name, member.grp, member.pos, member.dropped,
     member.seen, member.nown, member.tok, member.nonce, member.seq,
     member.reply or false, member.told, member.budget or false, member.rto,
+    member.heard, member.zs or false,
   }))
 end
 
@@ -114,16 +115,23 @@ local function member_at(source)
   return nil
 end
 
--- Heard from: the member goes to the end of the silent order.  Its place
--- there is written once, at the end of the batch: the batch's requests
--- share one time, so that only its first can find anyone to expire.
-local heard = {}  -- id -> member, for the silent order
+-- Heard from: the member goes to the end of the silent order, which its
+-- heard number gives.  P:silent holds a time at or before the member was
+-- last heard (so that expire() finds every member that may be due, and
+-- checks each), rewritten only once it is a tenth of the idle timeout old,
+-- and once per batch: a batch's requests share one time, so that only its
+-- first can find anyone to expire.
+local heard = {}  -- id -> member whose time in P:silent is to be written
+local slack = idle_timeout / 10
 
 local function touch(member)
   member.seen = now
   HEARD = HEARD + 1
   member.heard = HEARD
-  heard[member.id] = member
+  if idle_timeout > 0 and (member.zs == nil or now - member.zs > slack) then
+    member.zs = now
+    heard[member.id] = member
+  end
   mark(member)
 end
 
@@ -398,21 +406,31 @@ local function remove(member)
 end
 
 local function expire()
-  while true do
-    local head = redis.call('ZRANGE', SILENT, 0, 0)[1]
-    if head == nil then
-      NEXT_EXPIRY = now + idle_timeout
-      return
+  -- Those silent for the idle timeout go, longest silent first.
+  local due, earliest = {}, now + idle_timeout
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', SILENT, '-inf', now - idle_timeout)) do
+    local member = load(id)
+    if member.seen + idle_timeout <= now then
+      due[#due + 1] = member
+    else
+      -- Heard from since its time in P:silent was written.
+      member.zs = member.seen
+      heard[id] = member
+      mark(member)
+      earliest = math.min(earliest, member.seen + idle_timeout)
     end
-    local member = load(head)
-    local due = member.seen + idle_timeout
-    if due > now then
-      NEXT_EXPIRY = due
-      return
-    end
+  end
+  table.sort(due, function(a, b) return a.heard < b.heard end)
+  for _, member in ipairs(due) do
     remove(member)
     report('expired', member.src, member.name)
   end
+  local next = redis.call('ZRANGEBYSCORE', SILENT, '(' .. tostring(now - idle_timeout), '+inf',
+    'WITHSCORES', 'LIMIT', 0, 1)
+  if next[2] then
+    earliest = math.min(earliest, tonumber(next[2]) + idle_timeout)
+  end
+  NEXT_EXPIRY = earliest
 end
 
 -- Requests 1 to 5 -------------------------------------------------------------
@@ -701,7 +719,7 @@ for _, member in pairs(dirty) do
   save(member)
 end
 for id, member in pairs(heard) do
-  redis.call('ZADD', SILENT, member.heard, id)
+  redis.call('ZADD', SILENT, member.zs, id)
 end
 if FIRST > first_before then
   redis.call('XTRIM', LOG, 'MINID', line_id(FIRST))
