@@ -1331,7 +1331,7 @@ class ReplyLoopTests(ProtocolTestMixin, SynchronousTestCase):
             proto.log_summary()
         self.assertEqual(
             [formatEvent(e) for e in events],
-            ["in the last 0 seconds: 1 datagram like a server's reply not answered"],
+            ["in the last 0 seconds: 1 datagram not answered"],
         )
 
 

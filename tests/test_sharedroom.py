@@ -20,7 +20,7 @@ from udpchat.sharedroom import (
     RedisUnavailable,
     SharedRoomProtocol,
 )
-from udpchat.server import UNCOMMITTED
+from udpchat.server import UNANSWERED
 from udpchat.wire import ILLEGAL
 
 from tests.redisserver import requires_redis, shared_redis
@@ -120,7 +120,7 @@ class HeldLinkTests(SynchronousTestCase):
         clock.advance(0)
         self.assertEqual((len(link.calls), proto.waiting), (1, 2))
         link.calls[0][1].errback(RedisUnavailable("gone"))
-        self.assertEqual((transport.written, proto.waiting, proto.counts[UNCOMMITTED]), ([], 0, 2))
+        self.assertEqual((transport.written, proto.waiting, proto.counts[UNANSWERED]), ([], 0, 2))
         self.assertEqual(proto.requests(), {("1", "unanswered"): 1, ("2", "unanswered"): 1})
 
     def test_calls_go_out_without_waiting_for_the_last_answer(self):
@@ -219,7 +219,8 @@ class RedisLinkTests(SynchronousTestCase):
         self.assertTrue(failures[0].check(RedisUnavailable))
 
     def test_an_outage_is_logged_once_and_its_end_once_without_the_password(self):
-        self.clock.advance(10)  # past the first connection's grace
+        self.link.call([b"1"])
+        self.redis.answers[0].callback("ok")
         self.redis.connected = False
         for _ in range(3):
             self.link.call([b"1"]).addErrback(lambda f: None)
@@ -237,10 +238,19 @@ class RedisLinkTests(SynchronousTestCase):
     def test_no_outage_is_logged_while_the_first_connection_is_made(self):
         self.redis.connected = False
         self.link.call([b"1"]).addErrback(lambda f: None)
+        self.redis.answers[0].errback(RedisUnavailable("refused"))
         self.assertEqual(self.errors(), [])
 
+    def test_calls_before_the_first_connection_wait_for_it(self):
+        """Datagrams read as the daemon starts are not lost: txredisapi sends them once connected."""
+        self.redis.connected = False
+        self.link.call([b"1"])
+        self.assertEqual(self.redis.commands, [(b"EVALSHA", SCRIPT_SHA, b"1")])
+
     def test_calls_fail_at_once_while_not_connected(self):
+        self.link.call([b"1"])
+        self.redis.answers[0].callback("ok")
         self.redis.connected = False
         failures = []
         self.link.call([b"1"]).addErrback(failures.append)
-        self.assertEqual((len(failures), self.redis.commands), (1, []))
+        self.assertEqual((len(failures), len(self.redis.commands)), (1, 1))

@@ -121,7 +121,9 @@ def format_address(address):
 
 def _counted(count, what):
     """C{1 illegal request}, C{2 illegal requests}."""
-    return f"{count} {what}" if count == 1 else f"{count} {what}s"
+    if count == 1:
+        return f"{count} {what}"
+    return f"{count} {what[:-1]}ies" if what.endswith("y") else f"{count} {what}s"
 
 
 def filtered_logger(namespace, source, level):
@@ -596,10 +598,9 @@ class ChatServerProtocol(DatagramProtocol):
         for reason, count in sorted(dropped.items()):
             parts.append(f"{_counted(count, 'datagram')} dropped {reason}")
         if counts[UNANSWERED]:
-            parts.append(
-                _counted(counts[UNANSWERED], "datagram")
-                + " like a server's reply not answered"
-            )
+            # Exactly Illegal message (a server's reply), a stale session
+            # request, or, with the group in Redis, one Redis did not answer.
+            parts.append(_counted(counts[UNANSWERED], "datagram") + " not answered")
         if counts[UNSENT]:
             parts.append(_counted(counts[UNSENT], "reply") + " not sent")
         if counts[UNCOMMITTED]:

@@ -21,7 +21,7 @@ from twisted.internet.defer import fail
 from twisted.logger import Logger
 
 from udpchat.redisroom import SCRIPT, SCRIPT_SHA
-from udpchat.server import UNANSWERED, UNCOMMITTED, ChatServerProtocol, format_address
+from udpchat.server import UNANSWERED, ChatServerProtocol, format_address
 from udpchat.wire import ILLEGAL, redacted
 
 CALL_TIMEOUT = 5.0
@@ -113,9 +113,11 @@ class RedisLink(Service):
             the outage is logged: not while the first connection is being
             made, for as long as a call may take.
         """
-        if not self.connected:
+        if not self.connected and self._answered:
             # txredisapi would hold the call until it reconnects, however
-            # long that takes: fail it now, as a lost datagram.
+            # long that takes: fail it now, as a lost datagram.  Only the
+            # calls made before the first connection wait for it (within
+            # the time limit): datagrams read as the daemon starts.
             return self._failed(RedisUnavailable("not connected"))
         called = self._redis.execute_command(b"EVALSHA", SCRIPT_SHA, *arguments)
         called.addErrback(self._load_script, arguments)
@@ -244,7 +246,6 @@ class SharedRoomProtocol(ChatServerProtocol):
         # so nothing is replied; clients ask again.
         self.waiting -= len(batch)
         self.counts[UNANSWERED] += len(batch)
-        self.counts[UNCOMMITTED] += len(batch)
         self.room.unanswered([datagram for datagram, _, _ in batch])
         for _, _, admission in batch:
             self._unanswered(admission, now)

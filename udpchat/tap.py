@@ -586,7 +586,8 @@ def makeService(config, reactor=None, environ=None):
         # Imported only now: the Redis client is an extra.
         from udpchat.sharedroom import RedisLink, SharedRoomProtocol
 
-        # The link first: it is up before datagrams come, and stops last.
+        # The link first: it starts connecting before datagrams come (those
+        # read before it is connected wait for it), and stops last.
         link = RedisLink(config["redis"], reactor)
         link.setServiceParent(top)
         room = RedisRoom(config["room"].encode("ascii"), **rules)
