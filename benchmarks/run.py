@@ -5,6 +5,7 @@ real C{twistd -n udpchat}, against a bare Twisted echo server as the ceiling.
     venv/bin/python benchmarks/run.py [--sizes 10,100,1000,10000] [--duration 8]
         [--output FILE] [--compare OLD.json] [--server-arg=--max-members=20000]
         [--state-sizes 10,1000] [--session-sizes 10,1000] [--loss-runs 1,10]
+        [--redis-sizes 10,1000]
 
 For each room size a fresh server is started on a free loopback port; the
 members join (C{1 m<i>}, one UDP socket each), and the last C{--active} of
@@ -19,6 +20,13 @@ member registers (C{6}), and the active ones send C{7} and C{8} in the same
 closed loop.  With C{--loss-runs}, a few members chat through a simulated
 loss, 1.0 members and then session members, and the lines delivered exactly
 once are counted.
+
+With C{--redis-sizes}, sizes are run again with the group in Redis (issue
+14), each time in a fresh C{redis-server} that this script starts on a free
+loopback port: by one daemon, then by two sharing the port (C{--reuse-port};
+the kernel spreads the members' sockets over them), with the same members
+and the same closed loop; Redis's CPU is measured like the server's, and its
+script calls counted.
 
 The generator is one process (this one), plain non-blocking sockets and
 epoll, so that it costs the box as little as possible: on a 2-core machine
@@ -114,17 +122,11 @@ class Server:
 
     def cpu_seconds(self):
         """(user, system) CPU time used so far, from /proc/PID/stat."""
-        with open(f"/proc/{self.pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+        return process_cpu_seconds(self.pid)
 
     def memory_kib(self, key):
         """C{VmRSS} (now) or C{VmHWM} (peak) from /proc/PID/status, in KiB."""
-        with open(f"/proc/{self.pid}/status") as status:
-            for line in status:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-        raise BenchmarkError(f"no {key} in /proc/{self.pid}/status")
+        return process_memory_kib(self.pid, key)
 
     def check_alive(self):
         """Raise L{BenchmarkError}, with the server's last words, if it died."""
@@ -144,6 +146,183 @@ class Server:
                 self.process.kill()
                 self.process.wait()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def process_cpu_seconds(pid):
+    """(user, system) CPU time of process C{pid}, all its threads, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def process_memory_kib(pid, key):
+    """C{VmRSS} (now) or C{VmHWM} (peak) of process C{pid}, in KiB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise BenchmarkError(f"no {key} in /proc/{pid}/status")
+
+
+class Daemons:
+    """
+    Several servers sharing one port (C{--reuse-port}), measured as one: CPU
+    and memory are their sums, and L{shares} says how the CPU was split.
+    """
+
+    def __init__(self, servers):
+        self.servers = servers
+        self.port = servers[0].port
+
+    def cpu_seconds(self):
+        times = [server.cpu_seconds() for server in self.servers]
+        return sum(user for user, _ in times), sum(system for _, system in times)
+
+    def shares(self):
+        """Each server's CPU seconds so far (user and system together)."""
+        return [sum(server.cpu_seconds()) for server in self.servers]
+
+    def memory_kib(self, key):
+        return sum(server.memory_kib(key) for server in self.servers)
+
+    def output(self):
+        return "".join(server.output() for server in self.servers)
+
+    def check_alive(self):
+        for server in self.servers:
+            server.check_alive()
+
+    def stop(self):
+        for server in self.servers:
+            server.stop()
+
+
+class RedisServer:
+    """
+    A C{redis-server} of the benchmark's own, on a free loopback port, in a
+    temporary directory that it is stopped (by its PID) and removed with.
+    Without C{aof}, nothing goes to disk (C{--save '' --appendonly no});
+    with it, an append-only file synced every second, as a durable setup
+    would run it.
+    """
+
+    def __init__(self, binary, aof=False, startup_timeout=20.0, tries=3):
+        self.directory = tempfile.mkdtemp(prefix="udpchat-bench-redis-")
+        self.log_path = os.path.join(self.directory, "redis.log")
+        self.process = None
+        persistence = (["--appendonly", "yes", "--appendfsync", "everysec"] if aof
+                       else ["--appendonly", "no"])
+        try:
+            for _ in range(tries):  # the free port may be taken before Redis binds it
+                self.port = free_tcp_port()
+                self.argv = [binary, "--port", str(self.port), "--bind", HOST,
+                             "--save", "", *persistence, "--dir", self.directory,
+                             "--daemonize", "no", "--logfile", ""]
+                with open(self.log_path, "ab") as log:
+                    self.process = subprocess.Popen(
+                        self.argv, cwd=self.directory, stdin=subprocess.DEVNULL,
+                        stdout=log, stderr=subprocess.STDOUT,
+                    )
+                self.pid = self.process.pid
+                if self._wait_until_ready(startup_timeout):
+                    return
+                self._stop_process()
+            with open(self.log_path, errors="replace") as log:
+                output = log.read()
+            raise BenchmarkError(f"{' '.join(self.argv)} did not start:\n{output[-2000:]}")
+        except BaseException:
+            if self.process is not None:
+                self._stop_process()
+            shutil.rmtree(self.directory, ignore_errors=True)
+            raise
+
+    def _wait_until_ready(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                if self.command("PING") == "PONG":
+                    return True
+            except (OSError, BenchmarkError):
+                pass  # not listening yet, or still loading
+            time.sleep(0.02)
+        return False
+
+    def command(self, *words, timeout=10.0):
+        """One command, on a connection of its own; its answer (str, int or None)."""
+        request = b"*%d\r\n" % len(words) + b"".join(
+            b"$%d\r\n%s\r\n" % (len(w), w) for w in (str(w).encode() for w in words)
+        )
+        with socket.create_connection((HOST, self.port), timeout=timeout) as sock:
+            sock.sendall(request)
+            reader = sock.makefile("rb")
+            line = reader.readline().rstrip(b"\r\n")
+            kind, rest = line[:1], line[1:]
+            if kind == b"+":
+                return rest.decode()
+            if kind == b":":
+                return int(rest)
+            if kind == b"$":
+                size = int(rest)
+                return None if size < 0 else reader.read(size + 2)[:-2].decode()
+            raise BenchmarkError(f"Redis answered {words[0]} with {line[:200]!r}")
+
+    def info(self, section):
+        """C{INFO section} as a dict of str (commandstats' lines stay whole)."""
+        fields = {}
+        for line in self.command("INFO", section).splitlines():
+            key, colon, value = line.partition(":")
+            if colon and not key.startswith("#"):
+                fields[key] = value
+        return fields
+
+    def command_stats(self):
+        """C{{command: (calls, usec)}} from C{INFO commandstats}."""
+        stats = {}
+        for key, value in self.info("commandstats").items():
+            fields = dict(item.split("=", 1) for item in value.split(","))
+            stats[key.removeprefix("cmdstat_")] = (int(fields["calls"]), int(fields["usec"]))
+        return stats
+
+    def cpu_seconds(self):
+        return process_cpu_seconds(self.pid)
+
+    def memory_kib(self, key):
+        return process_memory_kib(self.pid, key)
+
+    def check_alive(self):
+        if self.process.poll() is not None:
+            raise BenchmarkError(f"redis-server exited with status {self.process.returncode}")
+
+    def _stop_process(self, timeout=20.0):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)  # its PID: ours, no other Redis
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def stop(self):
+        self._stop_process()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def redis_version(binary):
+    """C{7.0.15}, from C{redis-server --version}, or None."""
+    try:
+        result = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                                timeout=30, stdin=subprocess.DEVNULL)
+    except OSError:
+        return None
+    match = re.search(r"v=(\S+)", result.stdout)
+    return match.group(1) if match else None
+
+
+def free_tcp_port():
+    """A loopback TCP port free at the moment."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
 
 
 def host_cpu_ticks():
@@ -339,7 +518,7 @@ def percentile(ordered, fraction):
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)] * 1000
 
 
-def measure(server, sockets, args, make_loop=ClosedLoop):
+def measure(server, sockets, args, make_loop=ClosedLoop, redis=None):
     """
     Warm up, then drive C{sockets} for C{args.duration} seconds (in the
     closed loop that C{make_loop(sockets, timeout)} makes), in slices of
@@ -350,17 +529,35 @@ def measure(server, sockets, args, make_loop=ClosedLoop):
     slice down, and shows as other CPU: slices with more of it than
     C{args.max_other} are set aside, unless all are.  Each figure is the
     median over the slices kept; the JSON keeps every slice's rate.
+
+    With C{redis} (a L{RedisServer}), its CPU is measured like the
+    server's, apart from other CPU, and its C{EVALSHA} calls over all the
+    slices are counted (C{INFO commandstats}).  With L{Daemons}, each
+    daemon's share of their CPU over all the slices is kept.
     """
     loop = make_loop(sockets, args.timeout)
     try:
         loop.run(args.warmup)
-        slices = [measure_slice(loop, server) for _ in range(max(1, round(args.duration)))]
+        shares = server.shares() if isinstance(server, Daemons) else None
+        calls = redis.command_stats() if redis else None
+        slices = [measure_slice(loop, server, redis) for _ in range(max(1, round(args.duration)))]
+        if calls is not None:
+            calls = script_calls(calls, redis.command_stats(), sum(s["replies"] for s in slices))
+        if shares is not None:
+            shares = [after - before for before, after in zip(shares, server.shares())]
     finally:
         loop.close()
     server.check_alive()
+    if redis:
+        redis.check_alive()
     clean = [s for s in slices if s["other_cpu_pct"] <= args.max_other]
     kept = clean or slices
-    result = {key: round(statistics.median(s[key] for s in kept), 3) for key in kept[0]}
+    result = {key: round(statistics.median(s[key] for s in kept), 3)
+              for key in kept[0] if key != "replies"}
+    if calls is not None:
+        result.update(calls)
+    if shares is not None:
+        result["daemon_cpu_shares"] = [round(share / max(sum(shares), 1e-9), 3) for share in shares]
     result.update(
         active=len(sockets),
         slices_kept=len(clean),  # 0: every slice was disturbed, and all were kept
@@ -371,10 +568,11 @@ def measure(server, sockets, args, make_loop=ClosedLoop):
     return result
 
 
-def measure_slice(loop, server, seconds=1.0):
+def measure_slice(loop, server, redis=None, seconds=1.0):
     """Run the loop for one slice; return its figures (CPU in % of one core)."""
     cores = os.cpu_count() or 1
     (user, system), generator_cpu = server.cpu_seconds(), generator_cpu_seconds()
+    redis_cpu = sum(redis.cpu_seconds()) if redis else 0.0
     host_busy, host_total = host_cpu_ticks()
     started = time.perf_counter()
     replies, latencies, timeouts = loop.run(seconds)
@@ -383,11 +581,21 @@ def measure_slice(loop, server, seconds=1.0):
     user, system = user2 - user, system2 - system
     server_cpu = 100 * (user + system) / elapsed
     generator_cpu = 100 * (generator_cpu_seconds() - generator_cpu) / elapsed
+    redis_cpu = (sum(redis.cpu_seconds()) - redis_cpu) if redis else 0.0
     host_busy2, host_total2 = host_cpu_ticks()
     host = 100 * cores * (host_busy2 - host_busy) / max(1, host_total2 - host_total)
     # A slice with no poll answered at all took at least the whole slice.
     latencies = sorted(latencies) or [elapsed]
+    figures = {}
+    if redis:
+        # Redis is part of what is measured, not other work.
+        figures = {
+            "redis_cpu_pct": 100 * redis_cpu / elapsed,
+            "redis_us_per_request": 1e6 * redis_cpu / max(1, replies),
+        }
     return {
+        **figures,
+        "replies": replies,
         "requests_per_s": replies / elapsed,
         "poll_p50_ms": percentile(latencies, 0.50),
         "poll_p99_ms": percentile(latencies, 0.99),
@@ -401,7 +609,43 @@ def measure_slice(loop, server, seconds=1.0):
         "generator_cpu_pct": generator_cpu,
         # Whatever else ran: other processes, and kernel work charged to no
         # process (5-15% here: loopback delivery while a CPU was idle).
-        "other_cpu_pct": host - server_cpu - generator_cpu,
+        "other_cpu_pct": host - server_cpu - generator_cpu - 100 * redis_cpu / elapsed,
+    }
+
+
+def script_calls(before, after, replies):
+    """
+    What Redis spent in the rules' script between two C{INFO commandstats}:
+    the calls (one per batch of datagrams), the microseconds of a call
+    (inside Redis, the script's run, without the network), and the requests
+    a call carried.
+    """
+    calls = usec = 0
+    for command in ("evalsha", "eval"):  # EVAL: once, when Redis lacks the script
+        calls += after.get(command, (0, 0))[0] - before.get(command, (0, 0))[0]
+        usec += after.get(command, (0, 0))[1] - before.get(command, (0, 0))[1]
+    # Commands the script runs count too (their time is within EVALSHA's):
+    # which of them take the time, per request.
+    commands = {}
+    for command, (total_calls, total_usec) in after.items():
+        old_calls, old_usec = before.get(command, (0, 0))
+        if total_calls > old_calls:
+            commands[command] = {
+                "calls_per_request": round((total_calls - old_calls) / max(1, replies), 3),
+                "us_per_request": round((total_usec - old_usec) / max(1, replies), 3),
+                "us_per_call": round((total_usec - old_usec) / (total_calls - old_calls), 3),
+            }
+    inner = sum(figures["us_per_request"] for command, figures in commands.items()
+                if command not in ("evalsha", "eval", "info"))
+    return {
+        "script_calls": calls,
+        "script_us_per_call": round(usec / calls, 2) if calls else None,
+        "script_us_per_request": round(usec / replies, 3) if replies else None,
+        # The script's time outside the commands it runs: Lua itself.
+        "script_lua_us_per_request": round(usec / replies - inner, 3) if replies else None,
+        "requests_per_call": round(replies / calls, 2) if calls else None,
+        "redis_commands": dict(sorted(commands.items(),
+                                      key=lambda item: -item[1]["us_per_request"])),
     }
 
 
@@ -431,11 +675,13 @@ def run_echo(args):
         server.stop()
 
 
-def run_udpchat(args, members, max_members, sessions=False):
+def run_udpchat(args, members, max_members, sessions=False, redis=None, daemons=1):
     """
     A fresh server per size, so that its peak RSS is this size's alone.  The
     idle members join first and the active ones last; with C{sessions},
     every member registers (C{6}) and the active ones send C{7} and C{8}.
+    With C{redis} (a L{RedisServer}), the group is kept there; C{daemons}
+    above 1 share one port (C{--reuse-port}) and are measured as one.
     """
     server_args = substitute(args.server_arg, members)
     if (
@@ -444,11 +690,29 @@ def run_udpchat(args, members, max_members, sessions=False):
         and not any(a.startswith("--max-members") for a in server_args)
     ):
         server_args.append(f"--max-members={members}")
+    if redis is not None:
+        server_args.append(f"--state=redis://{HOST}:{redis.port}/0")
+    if daemons > 1:
+        server_args.append("--reuse-port")
     argv = [
         args.twistd, "-n", "--pidfile=", *substitute(args.twistd_arg, members),
         "udpchat", "--port", "0", "--interface", HOST, *server_args,
     ]
     server = Server(argv, SERVER_LISTENING)
+    if daemons > 1:
+        # The others on the port that the first one got.
+        started = [server]
+        try:
+            for _ in range(daemons - 1):
+                shared = [*argv[: argv.index("--port") + 1], str(server.port),
+                          *argv[argv.index("--port") + 2 :]]
+                started.append(Server(shared, SERVER_LISTENING))
+        except BaseException:
+            for one in started:
+                one.stop()
+            raise
+        argv = shared  # as the others were started: the first had --port 0
+        server = Daemons(started)
     sockets = []
     try:
         rss_before = server.memory_kib("VmRSS")
@@ -462,7 +726,7 @@ def run_udpchat(args, members, max_members, sessions=False):
             register(server.port, names, args.timeout, sockets)
         join_seconds = time.perf_counter() - started
         rss_joined = server.memory_kib("VmRSS")
-        result = measure(server, sockets[-args.active :], args, make_loop)
+        result = measure(server, sockets[-args.active :], args, make_loop, redis)
         metrics = METRICS_URL.search(server.output())
         if metrics:
             result.update(scrape(metrics.group(1)))
@@ -480,6 +744,27 @@ def run_udpchat(args, members, max_members, sessions=False):
         for sock in sockets:
             sock.close()
         server.stop()
+
+
+def run_on_redis(args, members, max_members, daemons):
+    """
+    C{run_udpchat} with the group in a fresh C{redis-server} of this run's
+    own, with one daemon or C{daemons} sharing a port; Redis's CPU and its
+    script calls measured beside the daemons'.
+    """
+    redis = RedisServer(args.redis_server, aof=args.redis_aof)
+    try:
+        result = run_udpchat(args, members, max_members, redis=redis, daemons=daemons)
+        memory = redis.info("memory")
+        result.update(
+            daemons=daemons,
+            redis_argv=redis.argv,
+            redis_used_memory_kib=int(memory["used_memory"]) // 1024,
+            redis_peak_rss_kib=redis.memory_kib("VmHWM"),
+        )
+        return result
+    finally:
+        redis.stop()
 
 
 def scrape(url):
@@ -652,7 +937,7 @@ def targets(results):
             and key in TIMED
             and any(run and run.get("slices_kept") == 0 for run in used),
         })
-    return checks + session_targets(results)
+    return checks + session_targets(results) + redis_targets(results)
 
 
 def beside_table(title, runs, results, columns, cells):
@@ -716,6 +1001,96 @@ def metrics_table(results):
 METRICS_COLUMNS = [("members", 8), ("without req/s", 13), ("metrics req/s", 13),
                    ("x without", 9), ("p99 ms", 7), ("without us/req", 14),
                    ("srv us/req", 10), ("timeouts", 8), ("scrape ms", 9)]
+
+
+def redis_table(results):
+    """
+    The runs on Redis (one daemon, then several on one port), each beside
+    the in-memory run of its size; then, on paper, where Redis would
+    saturate.
+    """
+    settings = results.get("redis", {})
+    persistence = ("--save '' --appendonly yes --appendfsync everysec" if settings.get("aof")
+                   else "--save '' --appendonly no: nothing written to disk")
+    text = beside_table(
+        f"on Redis (redis-server {settings.get('version', '?')} on {HOST}, {persistence}; "
+        "one daemon, then daemons sharing one port with --reuse-port), beside the "
+        "in-memory run:",
+        results.get("redis_runs", []),
+        results,
+        REDIS_COLUMNS,
+        lambda run, base: [
+            str(run["daemons"]),
+            "/".join(f"{100 * share:.0f}" for share in run.get("daemon_cpu_shares", [1.0])),
+            _ms(run["poll_p99_ms"]),
+            f"{base.get('server_us_per_request', 0):.1f}",
+            f"{run['server_us_per_request']:.1f}",
+            f"{run['redis_us_per_request']:.1f}",
+            f"{run['redis_cpu_pct']:.0f}",
+            _number(run.get("script_us_per_call"), "{:.1f}"),
+            _number(run.get("requests_per_call"), "{:.1f}"),
+            str(run["timeouts"]),
+            f"{run['slices_kept']}/{len(run['slices'])}",
+        ],
+    )
+    lines = [text]
+    for run in results.get("redis_runs", []):
+        if "error" in run or run["daemons"] != 1 or not run.get("redis_us_per_request"):
+            continue
+        redis, daemon = run["redis_us_per_request"], run["server_us_per_request"]
+        ceiling, measured, pipelined = 1e6 / redis, run["requests_per_s"], 1e6 / daemon
+        fewest, most = sorted(math.ceil(ceiling / rate) for rate in (measured, pipelined))
+        lines.append(
+            f"on paper, {run['members']:,} members: Redis saturates near {ceiling:,.0f} req/s "
+            f"(1/c_r, c_r = {redis:.1f} us); each daemon with a core of its own adds "
+            f"{measured:,.0f} (as measured) to {pipelined:,.0f} (1/c_d, c_d = {daemon:.1f} us, "
+            f"never waiting for Redis) until then: "
+            + (f"{fewest} daemon(s) reach it" if fewest == most else
+               f"{fewest} to {most} daemons reach it")
+        )
+    lonely = [
+        f"{run['members']:,}" for run in results.get("redis_runs", [])
+        if "error" not in run and min(run.get("daemon_cpu_shares", [1.0])) < 0.05
+    ]
+    if lonely:
+        lines.append(f"warning: one daemon did (almost) nothing at {', '.join(lonely)} members: "
+                     "the kernel sent (nearly) every client to the other; run again")
+    return "\n".join(lines)
+
+
+def _number(value, form):
+    return "-" if value is None else form.format(value)
+
+
+REDIS_COLUMNS = [("members", 8), ("memory req/s", 12), ("Redis req/s", 11), ("x memory", 8),
+                 ("daemons", 7), ("CPU split", 9), ("p99 ms", 7), ("memory us/req", 13),
+                 ("daemons us/req", 14), ("Redis us/req", 12), ("Redis CPU%", 10),
+                 ("EVALSHA us", 10), ("req/EVALSHA", 11), ("timeouts", 8), ("slices", 6)]
+REDIS_RATE_LIMIT = 0.5
+"""Issue 14: one daemon on Redis at least this many times as fast as in memory."""
+
+
+def redis_targets(results):
+    """Issue 14's target, for each size run on Redis by one daemon."""
+    memory = {run["members"]: run for run in results["runs"] if "error" not in run}
+    checks = []
+    for run in results.get("redis_runs", []):
+        if run.get("daemons", 1) != 1:
+            continue
+        base = memory.get(run["members"])
+        value = None
+        if "error" not in run and base and base.get("requests_per_s"):
+            value = run["requests_per_s"] / base["requests_per_s"]
+        checks.append({
+            "target": f"requests/s of one daemon on Redis at {run['members']:,} members >= "
+                      f"{REDIS_RATE_LIMIT} x memory",
+            "value": None if value is None else round(value, 3),
+            "limit": REDIS_RATE_LIMIT,
+            "passed": None if value is None else value >= REDIS_RATE_LIMIT,
+            "disturbed": value is not None
+            and any(r.get("slices_kept") == 0 for r in (run, base)),
+        })
+    return checks
 
 
 def print_targets(checks):
@@ -1294,6 +1669,18 @@ def parse_args(argv):
     parser.add_argument("--metrics-sizes", default="", metavar="SIZES",
                         help="room sizes to run a second time with --metrics=127.0.0.1:0 "
                         "(needs udpchat[metrics]), beside the runs without, e.g. 1000")
+    parser.add_argument("--redis-sizes", default="", metavar="SIZES",
+                        help="room sizes to run again with the group in Redis (a fresh "
+                        "redis-server each), by one daemon and by --redis-daemons sharing "
+                        "one port, beside the in-memory runs, e.g. 10,1000")
+    parser.add_argument("--redis-daemons", type=int, default=2, metavar="N",
+                        help="daemons sharing one port (--reuse-port) on one Redis [2]")
+    parser.add_argument("--redis-aof", action="store_true",
+                        help="run Redis with --appendonly yes --appendfsync everysec "
+                        "(default: nothing on disk)")
+    parser.add_argument("--redis-server", default=shutil.which("redis-server")
+                        or "/usr/bin/redis-server",
+                        help="the redis-server to run [the one on PATH]")
     parser.add_argument("--check", action="store_true",
                         help="exit with status 1 unless every target passes")
     args = parser.parse_args(argv)
@@ -1302,10 +1689,11 @@ def parse_args(argv):
         args.state_sizes = [int(s) for s in args.state_sizes.split(",") if s]
         args.session_sizes = [int(s) for s in args.session_sizes.split(",") if s]
         args.metrics_sizes = [int(s) for s in args.metrics_sizes.split(",") if s]
+        args.redis_sizes = [int(s) for s in args.redis_sizes.split(",") if s]
         args.loss_runs = [float(s) / 100 for s in args.loss_runs.split(",") if s]
     except ValueError:
-        parser.error("--sizes, --state-sizes, --session-sizes, --metrics-sizes and --loss-runs "
-                     "must be numbers separated by commas")
+        parser.error("--sizes, --state-sizes, --session-sizes, --metrics-sizes, --redis-sizes "
+                     "and --loss-runs must be numbers separated by commas")
     if not set(args.state_sizes) <= set(args.sizes):
         parser.error("--state-sizes must be among --sizes (each is compared with its in-memory run)")
     if not set(args.session_sizes) <= set(args.sizes):
@@ -1313,6 +1701,13 @@ def parse_args(argv):
     if not set(args.metrics_sizes) <= set(args.sizes):
         parser.error("--metrics-sizes must be among --sizes (each is compared with its run "
                      "without metrics)")
+    if not set(args.redis_sizes) <= set(args.sizes):
+        parser.error("--redis-sizes must be among --sizes (each is compared with its in-memory run)")
+    if args.redis_daemons < 2:
+        parser.error("--redis-daemons must be at least 2 (one daemon is always run)")
+    if args.redis_sizes and not os.access(args.redis_server, os.X_OK):
+        parser.error(f"--redis-sizes needs a redis-server: {args.redis_server} is not one "
+                     "(apt-get install redis-server, or --redis-server PATH)")
     if not all(0 <= loss < 1 for loss in args.loss_runs):
         parser.error("--loss-runs must be percentages from 0 to below 100")
     if min(args.loss_members, args.loss_lines) < 2 or min(args.loss_poll, args.loss_rto) <= 0:
@@ -1377,6 +1772,11 @@ def benchmark(args):
         })
         jobs.append((f"{members} metrics",
                      lambda m=members, a=scraped: run_udpchat(a, m, max_members)))
+    for members in args.redis_sizes:
+        sized = argparse.Namespace(**{**vars(args), "active": min(args.active, members)})
+        for daemons in (1, args.redis_daemons):
+            jobs.append((f"{members} redis x{daemons}",
+                         lambda m=members, a=sized, d=daemons: run_on_redis(a, m, max_members, d)))
     best = {}
     # Rounds (echo, 10, 100...) rather than repeats in a row, so that a burst
     # of other work on the box does not hit all repeats of one size.
@@ -1405,6 +1805,13 @@ def benchmark(args):
     results["state_sync"] = args.state_sync
     results["session_runs"] = [{**best[f"{m} sessions"], "members": m} for m in args.session_sizes]
     results["metrics_runs"] = [{**best[f"{m} metrics"], "members": m} for m in args.metrics_sizes]
+    results["redis_runs"] = [
+        {**best[f"{m} redis x{d}"], "members": m, "daemons": d}
+        for m in args.redis_sizes for d in (1, args.redis_daemons)
+    ]
+    if args.redis_sizes:
+        results["redis"] = {"version": redis_version(args.redis_server), "aof": args.redis_aof,
+                            "binary": args.redis_server}
     results["loss_runs"] = loss_runs(args)
     results["loss_settings"] = {
         key[len("loss_"):]: getattr(args, key)
@@ -1459,6 +1866,9 @@ def main(argv=None):
     if results.get("metrics_runs"):
         print()
         print(metrics_table(results))
+    if results.get("redis_runs"):
+        print()
+        print(redis_table(results))
     if results.get("loss_runs"):
         print()
         print(loss_table(results))
