@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from udpchat import wire
 from udpchat.redisroom import (
     SCRIPT,
     SCRIPT_SHA,

@@ -209,8 +209,6 @@ class RedisRoom:
     @param prefix: the group's key prefix (C{--room}), as bytes.
     """
 
-    track_state = False
-
     def __init__(
         self,
         prefix=DEFAULT_ROOM.encode(),
@@ -320,7 +318,7 @@ class RedisRoom:
                 outcomes[code, OK] += 1
                 if code == b"2":
                     self.lines_added += 1
-        return [None if reply is None else reply for reply in replies], events
+        return replies, events
 
     def unanswered(self, datagrams):
         """
