@@ -1070,27 +1070,39 @@ REDIS_RATE_LIMIT = 0.5
 """Issue 14: one daemon on Redis at least this many times as fast as in memory."""
 
 
-def redis_targets(results):
-    """Issue 14's target, for each size run on Redis by one daemon."""
+def ratio_checks(results, runs, target, limit):
+    """
+    A check of each of C{runs} (a list in C{results}, beside the in-memory
+    runs of the same sizes): its rate at least C{limit} x the in-memory
+    one.  C{target} names the check, given the room size.
+    """
     memory = {run["members"]: run for run in results["runs"] if "error" not in run}
     checks = []
-    for run in results.get("redis_runs", []):
-        if run.get("daemons", 1) != 1:
-            continue
+    for run in runs:
         base = memory.get(run["members"])
         value = None
         if "error" not in run and base and base.get("requests_per_s"):
             value = run["requests_per_s"] / base["requests_per_s"]
         checks.append({
-            "target": f"requests/s of one daemon on Redis at {run['members']:,} members >= "
-                      f"{REDIS_RATE_LIMIT} x memory",
+            "target": target(run["members"]),
             "value": None if value is None else round(value, 3),
-            "limit": REDIS_RATE_LIMIT,
-            "passed": None if value is None else value >= REDIS_RATE_LIMIT,
+            "limit": limit,
+            "passed": None if value is None else value >= limit,
             "disturbed": value is not None
             and any(r.get("slices_kept") == 0 for r in (run, base)),
         })
     return checks
+
+
+def redis_targets(results):
+    """Issue 14's target, for each size run on Redis by one daemon."""
+    return ratio_checks(
+        results,
+        [run for run in results.get("redis_runs", []) if run.get("daemons", 1) == 1],
+        lambda members: f"requests/s of one daemon on Redis at {members:,} members >= "
+        f"{REDIS_RATE_LIMIT} x memory",
+        REDIS_RATE_LIMIT,
+    )
 
 
 def print_targets(checks):
@@ -1576,22 +1588,12 @@ def session_targets(results):
     L{SESSION_RATE_LIMIT} x the 1.0 rate at each size run both ways, and
     every line delivered exactly once by sessions at each loss.
     """
-    legacy = {run["members"]: run for run in results["runs"] if "error" not in run}
-    checks = []
-    for run in results.get("session_runs", []):
-        base = legacy.get(run["members"])
-        value = None
-        if "error" not in run and base and base.get("requests_per_s"):
-            value = run["requests_per_s"] / base["requests_per_s"]
-        checks.append({
-            "target": f"session requests/s at {run['members']:,} members >= "
-                      f"{SESSION_RATE_LIMIT} x 1.0",
-            "value": None if value is None else round(value, 3),
-            "limit": SESSION_RATE_LIMIT,
-            "passed": None if value is None else value >= SESSION_RATE_LIMIT,
-            "disturbed": value is not None
-            and any(r.get("slices_kept") == 0 for r in (run, base)),
-        })
+    checks = ratio_checks(
+        results,
+        results.get("session_runs", []),
+        lambda members: f"session requests/s at {members:,} members >= {SESSION_RATE_LIMIT} x 1.0",
+        SESSION_RATE_LIMIT,
+    )
     for run in results.get("loss_runs", []):
         if run["protocol"] != SESSIONS:
             continue

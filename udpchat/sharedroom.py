@@ -18,7 +18,7 @@ from time import perf_counter
 
 from twisted.application.service import Service
 from twisted.internet.defer import fail
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from udpchat.redisroom import SCRIPT, SCRIPT_SHA
 from udpchat.server import UNANSWERED, ChatServerProtocol, format_address
@@ -169,9 +169,8 @@ class SharedRoomProtocol(ChatServerProtocol):
     @param link: the L{RedisLink} its calls go through.
     """
 
-    def __init__(self, room, link, clock, log_level=None, limiter=None, timer=perf_counter):
-        kwargs = {} if log_level is None else {"log_level": log_level}
-        ChatServerProtocol.__init__(self, room, clock, limiter=limiter, timer=timer, **kwargs)
+    def __init__(self, room, link, clock, log_level=LogLevel.info, limiter=None, timer=perf_counter):
+        ChatServerProtocol.__init__(self, room, clock, log_level, limiter, timer=timer)
         self.link = link
         self.kept_in = f"Redis at {link.address}, group {room.prefix.decode()}"
         self.waiting = 0  # requests sent to Redis, not yet answered
