@@ -243,7 +243,7 @@ class BadStateFileTests(StateCase):
             (reasons, sorted(os.listdir(self.directory)), self.member(first, name="Al").request(b"5")),
             (
                 [f"--state: another udpchat server is using {name}" for name in (self.path, symbolic, hard)],
-                ["hard.db", "room.db", "room.db-wal", "symbolic.db"],
+                ["hard.db", "room.db", "room.db-changes", "room.db-wal", "symbolic.db"],
                 b"",
             ),
         )
@@ -258,7 +258,8 @@ class BadStateFileTests(StateCase):
         with tempfile.TemporaryDirectory() as elsewhere:
             origin = os.path.join(elsewhere, "room.db")
             room = Room(track_state=True)
-            saved = Store(origin, shared=True)  # changed by a second connection
+            # Changed by a second connection; every commit in the tables.
+            saved = Store(origin, shared=True, log_bytes=0)
             saved.open()
             saved.load(room, 0)
             room.receive(("192.0.2.1", 1), b"1 Al", 0)
@@ -427,10 +428,12 @@ class FullDiskTests(StateCase):
         A member's lines are acknowledged until the disk is full; another
         member's polls meanwhile take nothing they were not answered with;
         once space is back it receives every acknowledged line, exactly once.
-        A join with no reply made no member; the log says so once, and when
-        it is over.
+        A join with no reply made no member; the log says so once per outage
+        (a small commit may fit where a line did not: the outage ends), and
+        when it is over.  Bo's backlog holds every line: the disk, not
+        --max-pending, is what runs out.
         """
-        server = self.server()
+        server = self.server("--max-pending", "1000000")
         al = self.member(server, "127.0.0.1", name="Al")
         bo = self.member(server, "127.0.0.2", name="Bo")
         al.request(b"5")  # "Bo has joined": now Bo alone has Al's lines to read
@@ -461,6 +464,7 @@ class FullDiskTests(StateCase):
         strangers = (cy.request(b"5"), self.member(server, "127.0.0.4").request(b"1 Di"))
         server.stop()
         output = server.output.text()
+        outages = output.count(f"cannot write the state file {self.path}: No space left on device")
         self.assertEqual(
             (
                 received[: len(acknowledged)] == acknowledged,
@@ -469,9 +473,9 @@ class FullDiskTests(StateCase):
                 received[-1],
                 joined,
                 strangers,
-                output.count(f"cannot write the state file {self.path}: database or disk is full"),
-                output.count(f"the state file {self.path} can be written again"),
+                outages >= 1,
+                output.count(f"the state file {self.path} can be written again") == outages,
                 "cannot rollback" in output or "hit a bug" in output or "Traceback" in output,
             ),
-            (True, True, True, b"Al: back", None, (ILLEGAL, b"Bo, Al"), 1, 1, False),
+            (True, True, True, b"Al: back", None, (ILLEGAL, b"Bo, Al"), True, True, False),
         )

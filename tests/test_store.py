@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from udpchat import store
+from udpchat import changelog, store
 from udpchat.room import MemberState, Room
 from udpchat.store import StateFileError, StateWriteError, Store, check, lock
 
@@ -51,6 +51,18 @@ def commit(saved, room, now=0, checkpoint=False):
     saved.commit(room.take_changes(everyone=checkpoint), now, checkpoint)
 
 
+def crash_copy(path, copy):
+    """
+    Copy the file at C{path} with its -wal and -changes, as they stand (a
+    store may hold them open, as if the server had crashed), to C{copy}.
+    """
+    for suffix in ("", "-wal", "-changes"):
+        if os.path.exists(path + suffix):
+            shutil.copyfile(path + suffix, copy + suffix)
+        elif os.path.exists(copy + suffix):
+            os.unlink(copy + suffix)
+
+
 def read_back(path, now=0, **options):
     """
     A new room loaded from the file at C{path} as a restart would load it,
@@ -61,8 +73,9 @@ def read_back(path, now=0, **options):
     with tempfile.TemporaryDirectory() as directory:
         copy = os.path.join(directory, "room.db")
         shutil.copyfile(path, copy)
-        if os.path.exists(path + "-wal"):
-            shutil.copyfile(path + "-wal", copy + "-wal")
+        for suffix in ("-wal", "-changes"):
+            if os.path.exists(path + suffix):
+                shutil.copyfile(path + suffix, copy + suffix)
         reader = Store(copy)
         reader.open()
         try:
@@ -349,12 +362,13 @@ class RoundTripTests(StoreTestCase):
     def test_failed_commit_saves_nothing_and_revert_returns_to_the_last_commit(self):
         """A commit that fails leaves the file as it was, and revert returns the room to it: polls take nothing, joins make no member."""
         room = Room(track_state=True)
-        saved = self.open(room, shared=True)
+        # Every commit folds into the tables, where a trigger can fail it.
+        saved = self.open(room, shared=True, log_bytes=0)
         for source, datagram in [(self.A, b"1 Al"), (self.B, b"1 Bo"), (self.A, b"2 one")]:
             room.receive(source, datagram, 0)
         commit(saved, room)
         committed = (state(room), whole(room.take_changes(everyone=True)))
-        # Another connection makes every new line fail.
+        # Another connection makes every commit fail.
         other = sqlite3.connect(self.path, isolation_level=None)
         self.addCleanup(other.close)
         other.execute("CREATE TRIGGER full BEFORE INSERT ON lines BEGIN SELECT RAISE(ABORT, 'full'); END")
@@ -377,7 +391,7 @@ class RoundTripTests(StoreTestCase):
         """Idle timers are not rolled back with the rest: a member heard from in a failed batch was heard from."""
         options = dict(idle_timeout=100)
         room = Room(track_state=True, **options)
-        saved = self.open(room, now=1000, shared=True)
+        saved = self.open(room, now=1000, shared=True, log_bytes=0)
         room.receive(self.A, b"1 Al", 1000)
         room.receive(self.B, b"1 Bo", 1000)
         commit(saved, room, 1000, checkpoint=True)
@@ -400,14 +414,14 @@ class RoundTripTests(StoreTestCase):
                     [b"1 Al", b"1 Bo", b"1 Cy", b"2 x", b"2 yy", b"3 Di", b"4", b"5", b"5", b"junk"]
                     + SESSION_DATAGRAMS
                 ),
-                st.booleans(),
+                st.sampled_from([None, False, True]),
             ),
             max_size=40,
         ),
         st.integers(1, 4),
     )
     def test_restart_after_any_commit_gives_the_same_room(self, steps, max_pending):
-        """At any commit, a room read back from the file is the room that was saved (sessions too), and behaves the same."""
+        """At any commit, to the changes log or folded into the tables (a checkpoint), a room read back from the file is the room that was saved (sessions too), and behaves the same."""
         options = dict(max_pending=max_pending, max_reply_bytes=30)
         tokens = iter(range(100))
         room = Room(track_state=True, new_token=lambda: b"%032x" % next(tokens), **options)
@@ -417,8 +431,8 @@ class RoundTripTests(StoreTestCase):
             saved.load(room, 0)
             for source, datagram, committing in steps:
                 room.receive(source, datagram, 0)
-                if committing:
-                    commit(saved, room)
+                if committing is not None:
+                    commit(saved, room, checkpoint=committing)
                     copy = read_back(saved.path, **options)
                     # Every member's whole state, as a later poll could show
                     # it; then saved, so that the next commit starts afresh.
@@ -432,6 +446,147 @@ class RoundTripTests(StoreTestCase):
                         self.assertEqual(copy.receive(source, b"5", 0), room.receive(source, b"5", 0))
                     commit(saved, room)
             saved.close()
+
+
+class ChangesLogTests(StoreTestCase):
+    """
+    Commits go to the changes log beside the file, one record each, until a
+    checkpoint (or a log of C{log_bytes}) folds it into the tables.
+    """
+
+    def table_rows(self, table):
+        connection = sqlite3.connect(self.path)
+        self.addCleanup(connection.close)
+        return connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+    def log_records(self):
+        fd = os.open(self.path + "-changes", os.O_RDONLY)
+        self.addCleanup(os.close, fd)
+        return len(changelog.read(fd)[1])
+
+    def commit_chat(self, saved, room, datagrams, checkpoint=False):
+        for source, datagram in datagrams:
+            room.receive(source, datagram, 0)
+            commit(saved, room, checkpoint=checkpoint)
+
+    def test_commits_go_to_the_log_until_a_checkpoint_folds_it(self):
+        """Each commit adds one record to the log and nothing to the tables; a checkpoint writes the tables and empties the log."""
+        room = Room(track_state=True)
+        saved = self.open(room, shared=True)
+        counts = []
+        for source, datagram in [(self.A, b"1 Al"), (self.B, b"1 Bo"), (self.A, b"2 hi")]:
+            self.commit_chat(saved, room, [(source, datagram)])
+            counts.append((self.log_records(), self.table_rows("members"), self.table_rows("lines")))
+        commit(saved, room, checkpoint=True)
+        counts.append((self.log_records(), self.table_rows("members"), self.table_rows("lines")))
+        # Al, Bo; "Bo has joined" and "Al: hi", which Al and Bo have yet to read.
+        self.assertEqual(counts, [(1, 0, 0), (2, 0, 0), (3, 0, 0), (0, 2, 2)])
+
+    def test_log_is_folded_once_it_holds_log_bytes(self):
+        """Without checkpoints, the log never holds much more than log_bytes."""
+        room = Room(track_state=True)
+        saved = self.open(room, shared=True, log_bytes=2000)
+        self.commit_chat(saved, room, [(self.A, b"1 Al"), (self.B, b"1 Bo")])
+        most = 0
+        for i in range(200):
+            self.commit_chat(saved, room, [(self.A, b"2 %d" % i), (self.B, b"5")])
+            most = max(most, os.path.getsize(self.path + "-changes"))
+        self.assertEqual(
+            (most < 2000 + 200, self.table_rows("members"), state(read_back(self.path))),
+            (True, 2, state(room)),
+        )
+
+    def test_log_left_by_a_crash_is_replayed_then_folded(self):
+        """A file whose log was never folded (the server crashed) loads as it was committed; its first fold writes the whole room."""
+        room = Room(track_state=True)
+        saved = self.open(room)
+        self.commit_chat(
+            saved, room,
+            [(self.A, b"1 Al"), (self.B, b"1 Bo"), (self.C, b"1 Cy"), (self.A, b"2 one"), (self.C, b"4")],
+        )
+        committed = state(room)
+        crash_copy(self.path, self.path + ".crash")
+        saved.close()
+        crash_copy(self.path + ".crash", self.path)  # as a crash left them
+        again = Room(track_state=True)
+        reopened = self.open(again, shared=True)
+        loaded = state(again)
+        again.receive(self.B, b"2 two", 0)
+        commit(reopened, again, checkpoint=True)
+        self.assertEqual(
+            (loaded, self.log_records(), self.table_rows("members"), state(read_back(self.path))),
+            (committed, 0, 2, state(again)),
+        )
+
+    def test_record_cut_short_by_a_crash_is_left_out(self):
+        """A crash in the middle of an append leaves part of a record: the commits before it load, and the next commit follows them."""
+        room = Room(track_state=True)
+        saved = self.open(room)
+        self.commit_chat(saved, room, [(self.A, b"1 Al"), (self.B, b"1 Bo")])
+        committed = state(room)
+        crash_copy(self.path, self.path + ".crash")
+        saved.close()
+        crash_copy(self.path + ".crash", self.path)
+        whole = os.path.getsize(self.path + "-changes")
+        for torn in (b"\x40\0\0\0\x11\x22", b"\0" * 40, b"\x08\0\0\0\x11\x22\x33\x44" + b"\xff" * 8):
+            with open(self.path + "-changes", "r+b") as log:
+                log.truncate(whole)
+                log.seek(whole)
+                log.write(torn)
+            again = Room(track_state=True)
+            reopened = self.open(again)
+            self.assertEqual(state(again), committed)
+            self.commit_chat(reopened, again, [(self.A, b"2 after")])
+            self.assertEqual(state(read_back(self.path)), state(again))
+            reopened.close()
+            crash_copy(self.path + ".crash", self.path)
+
+    def test_damaged_record_before_others_is_refused(self):
+        """A record whose sum is wrong, with records after it, is damage, not a crash: refused, naming the file."""
+        room = Room(track_state=True)
+        saved = self.open(room)
+        self.commit_chat(saved, room, [(self.A, b"1 Al"), (self.B, b"1 Bo"), (self.A, b"2 x")])
+        crash_copy(self.path, self.path + ".crash")
+        saved.close()
+        crash_copy(self.path + ".crash", self.path)
+        with open(self.path + "-changes", "r+b") as log:
+            log.seek(changelog.HEADER_BYTES + changelog.RECORD_BYTES + 3)
+            log.write(b"\xee")
+        with self.assertRaises(store.StateFileError) as caught:
+            store.check(self.path)
+        self.assertEqual(
+            str(caught.exception),
+            f"{self.path}-changes cannot be used: the record at byte {changelog.HEADER_BYTES} is damaged",
+        )
+
+    def test_log_of_another_copy_is_refused(self):
+        """A log newer than the tables (put beside another copy of the file) is refused, not replayed."""
+        room = Room(track_state=True)
+        saved = self.open(room)
+        self.commit_chat(saved, room, [(self.A, b"1 Al")])
+        old = os.path.join(self.directory.name, "old.db")
+        crash_copy(self.path, old)  # generation 0, Al in the log
+        commit(saved, room, checkpoint=True)  # generation 1
+        self.commit_chat(saved, room, [(self.B, b"1 Bo")])  # in the log of generation 1
+        crash_copy(self.path, self.path + ".crash")
+        shutil.copyfile(self.path + ".crash-changes", old + "-changes")
+        with self.assertRaises(store.StateFileError) as caught:
+            store.check(old)
+        self.assertEqual(
+            str(caught.exception),
+            f"{old}-changes is of generation 1, {old} of 0: they are not the same copy of the room",
+        )
+
+    def test_clean_stop_leaves_the_file_alone(self):
+        """After a checkpoint and close, as the server stops, the file alone holds the room: no -changes beside it."""
+        room = Room(track_state=True)
+        saved = self.open(room)
+        self.commit_chat(saved, room, [(self.A, b"1 Al"), (self.B, b"1 Bo")])
+        commit(saved, room, checkpoint=True)
+        saved.close()
+        self.assertEqual(
+            (os.path.exists(self.path + "-changes"), state(read_back(self.path))), (False, state(room))
+        )
 
 
 class MigrationTests(StoreTestCase):
@@ -488,15 +643,42 @@ class MigrationTests(StoreTestCase):
         finally:
             connection.close()
 
-    def test_version_2_file_is_migrated_on_open(self):
-        """A version 2 file (before sessions) opens as version 3, its members without sessions."""
+    def write_version_3(self):
+        """
+        Write a version 3 file (before the changes log): Al and Bo, and Al's
+        line for Bo.
+        """
         room = Room(track_state=True)
         saved = self.open(room)
         room.receive(self.A, b"1 Al", 0)
         room.receive(self.B, b"1 Bo", 0)
         room.receive(self.A, b"2 hi", 0)
-        commit(saved, room)
+        commit(saved, room, checkpoint=True)  # the tables hold it all
         saved.close()
+        connection = sqlite3.connect(self.path, isolation_level=None)
+        connection.executescript("BEGIN; ALTER TABLE room DROP COLUMN generation; PRAGMA user_version = 3; COMMIT;")
+        connection.close()
+
+    def test_version_3_file_is_migrated_on_open(self):
+        """A version 3 file (before the changes log) opens as version 4, as it was."""
+        self.write_version_3()
+        check(self.path)
+        again = self.reopen(shared=True)
+        connection = sqlite3.connect(self.path)
+        self.addCleanup(connection.close)
+        self.assertEqual(
+            (
+                connection.execute("PRAGMA user_version").fetchone()[0],
+                [column[1] for column in connection.execute("PRAGMA table_info(room)")],
+                again.members(),
+                again.receive(self.B, b"5", 0),
+            ),
+            (4, ["singleton", "next_id", "saved_at", "generation"], [(self.A, "Al"), (self.B, "Bo")], b"Al: hi"),
+        )
+
+    def test_version_2_file_is_migrated_on_open(self):
+        """A version 2 file (before sessions) opens as version 4, its members without sessions."""
+        self.write_version_3()
         connection = sqlite3.connect(self.path, isolation_level=None)
         connection.executescript(
             """
@@ -520,7 +702,7 @@ class MigrationTests(StoreTestCase):
         self.addCleanup(connection.close)
         self.assertEqual(
             (connection.execute("PRAGMA user_version").fetchone()[0], again.members(), again.receive(self.B, b"5", 0)),
-            (3, [(self.A, "Al"), (self.B, "Bo")], b"Al: hi"),
+            (4, [(self.A, "Al"), (self.B, "Bo")], b"Al: hi"),
         )
 
     def test_version_1_file_passes_the_check_untouched(self):
@@ -533,7 +715,7 @@ class MigrationTests(StoreTestCase):
             self.assertEqual(f.read(), before)
 
     def test_version_1_file_is_migrated_on_open(self):
-        """Opening a version 1 file keeps its members, lines and lost-line counts, and makes it version 3."""
+        """Opening a version 1 file keeps its members, lines and lost-line counts, and makes it version 4."""
         self.write_version_1()
         room = self.reopen(now=100, shared=True)
         restored = (state(room), whole(room.take_changes(everyone=True)))
@@ -549,7 +731,7 @@ class MigrationTests(StoreTestCase):
         self.assertEqual(
             (schema, restored, poll, [m.id for m in room.take_changes().members]),
             (
-                (3, ["id", "host", "port", "name", "position", "dropped", "last_seen", *SESSION_COLUMNS]),
+                (4, ["id", "host", "port", "name", "position", "dropped", "last_seen", *SESSION_COLUMNS]),
                 (
                     (
                         [(self.A, "Al"), (self.B, "Bo")],
@@ -608,10 +790,10 @@ class CheckTests(StoreTestCase):
         room = Room(track_state=True)
         self.open(room).close()
         connection = sqlite3.connect(self.path)
-        connection.execute("PRAGMA user_version = 4")
+        connection.execute("PRAGMA user_version = 5")
         connection.commit()
         connection.close()
-        self.assert_refused(self.path, "has schema version 4; this udpchat reads versions 1, 2, 3")
+        self.assert_refused(self.path, "has schema version 5; this udpchat reads versions 1, 2, 3, 4")
 
     def test_empty_name(self):
         """An empty path, or one naming a directory, is not a file name."""
@@ -747,10 +929,11 @@ class JournalTests(StoreTestCase):
         """
         Copy the file and its -wal, as they stand while a store holds a room
         in them (and after another connection made C{change}), to
-        C{crash.db} and C{crash.db-wal}; return the copy's path.
+        C{crash.db} and C{crash.db-wal}; return the copy's path.  The
+        commit is folded into the tables, in the -wal.
         """
         room = Room(track_state=True)
-        saved = self.open(room, shared=change is not None)
+        saved = self.open(room, shared=change is not None, log_bytes=0)
         for source, datagram in [(self.A, b"1 Al"), (self.B, b"1 Bo"), (self.A, b"2 one")]:
             room.receive(source, datagram, 0)
         commit(saved, room)
@@ -869,7 +1052,7 @@ class FullDiskTests(StoreTestCase):
     """
 
     def test_full_disk_is_a_write_error_that_saves_nothing(self):
-        """The commit fails with SQLite's own words, saves nothing, and the room reverts; once space is back, commits work."""
+        """The commit fails with the system's words, saves nothing, and the room reverts; once space is back, commits work."""
         directory = small_filesystem(self, "256k")
         path = os.path.join(directory, "room.db")
         room = Room(track_state=True)
@@ -894,7 +1077,7 @@ class FullDiskTests(StoreTestCase):
         self.assertEqual(
             (str(caught.exception), reverted, room.receive(self.B, b"5", 0)),
             (
-                "database or disk is full",
+                "No space left on device",
                 ([(self.A, "Al"), (self.B, "Bo")], {self.A: [b"Bo has joined"], self.B: []}, 1),
                 b"Al: back",
             ),
@@ -958,5 +1141,5 @@ class LockTests(StoreTestCase):
         self.assert_refused(lock, path)
         self.assertEqual(
             sorted(name for name in os.listdir(self.directory.name) if name.startswith("new.db")),
-            ["new.db", "new.db-wal"],
+            ["new.db", "new.db-changes", "new.db-wal"],
         )

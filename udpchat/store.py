@@ -30,18 +30,19 @@ import shutil
 import sqlite3
 import stat
 import tempfile
+from collections import deque
 from contextlib import contextmanager
 from ipaddress import ip_address
 from urllib.parse import quote
 
-from udpchat import wire
+from udpchat import changelog, wire
 from udpchat.room import MemberState, SessionState
 
 APPLICATION_ID = 0x75647063  # "udpc"
-SCHEMA_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
-"""Versions 1 (udpchat 1.0) and 2 are migrated to version 3 when the file is
-opened."""
+SCHEMA_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
+"""Versions 1 (udpchat 1.0), 2 and 3 are migrated to version 4 when the file
+is opened."""
 SYNCHRONOUS = ("normal", "full")
 
 WAL_BYTES = 32 * 1024 * 1024
@@ -51,6 +52,13 @@ PAGE_BYTES = 1024
 """
 The page size of a new file: a commit writes each page it changes (a few)
 to the write-ahead log whole, and rows are small.
+"""
+
+LOG_BYTES = 4 * 1024 * 1024
+"""
+The most bytes of records the changes log holds before a commit folds it
+into the tables (checkpoints fold it too): what loading replays stays
+bounded, a second or so of commits at full load.
 """
 
 # A member that joined with 1 Name: its address never changes, and it has
@@ -88,7 +96,10 @@ CREATE TABLE room (
     next_id INTEGER NOT NULL, -- the number the next member will get
     -- When the last checkpoint was (at least once a minute, and on
     -- stopping): idle timers stop while the server does.
-    saved_at REAL NOT NULL
+    saved_at REAL NOT NULL,
+    -- The changes log (PATH-changes) that goes with the tables: one of an
+    -- older generation was folded into them already.
+    generation INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE members (
     id INTEGER PRIMARY KEY,   -- join order
@@ -116,7 +127,7 @@ CREATE TABLE lines (
     author INTEGER,           -- a member id, or NULL
     line BLOB NOT NULL
 );
-INSERT INTO room VALUES (0, 0, 0);
+INSERT INTO room VALUES (0, 0, 0, 0);
 """
 
 # Version 1 kept beside each position how many of the member's own lines
@@ -140,14 +151,20 @@ ALTER TABLE members ADD COLUMN replied_port INTEGER;
 PRAGMA user_version = 3;
 """
 
+# Version 4 adds the changes log beside the file.
+_MIGRATE_FROM_3 = """
+ALTER TABLE room ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+PRAGMA user_version = 4;
+"""
+
 _SESSION_COLUMNS = ("token", "nonce", "seq", "reply", "told", "budget", "replied_host", "replied_port")
 
 _COLUMNS = {
-    "room": ("singleton", "next_id", "saved_at"),
+    "room": ("singleton", "next_id", "saved_at", "generation"),
     "members": ("id", "host", "port", "name", "position", "dropped", "last_seen", *_SESSION_COLUMNS),
     "lines": ("sequence", "author", "line"),
 }
-"""The tables of a state file and their columns, in order (version 3)."""
+"""The tables of a state file and their columns, in order (version 4)."""
 
 _MEMBER_COLUMNS_2 = ("id", "host", "port", "name", "position", "dropped", "last_seen")
 """The columns of C{members} in version 2."""
@@ -241,6 +258,7 @@ _VALID = {
     "budget": _or_none(_count),
     "replied_host": _or_none(_host),
     "replied_port": _or_none(lambda value: type(value) is int and 0 <= value <= 65535),
+    "generation": _count,
 }
 
 
@@ -300,29 +318,63 @@ def check(path):
         return
     if not os.access(path, os.R_OK | os.W_OK):
         raise StateFileError(f"cannot read and write {path}")
+    log = _read_log_at(path)
     try:
         with _reading(path) as connection:
             _check_identity(connection, path, whole=True)
-            _read(connection, path)
+            _read(connection, path, log=log)
     except sqlite3.Error as e:
         raise StateFileError(f"{path} is not a udpchat state file ({e})") from None
 
 
 def _check_journal(path):
     """
-    Refuse a write-ahead log beside a missing or empty file: it holds
-    commits of a file that is gone, which a new room would throw away.
+    Refuse a write-ahead log or a changes log beside a missing or empty
+    file: it holds commits of a file that is gone, which a new room would
+    throw away.
+    """
+    if os.path.exists(path) and os.path.getsize(path):
+        return
+    for suffix, least in (("-wal", 1), ("-changes", changelog.HEADER_BYTES + 1)):
+        try:
+            size = os.path.getsize(path + suffix)
+        except OSError:
+            continue
+        if size >= least:
+            missing = "empty" if os.path.exists(path) else "missing"
+            raise StateFileError(
+                f"{path} is {missing} but {path}{suffix} holds {size} bytes of its "
+                f"commits: put {path} back, or remove {path}{suffix} to start a new room"
+            )
+
+
+def _read_log(fd, path):
+    """
+    C{(generation, payloads)} of the changes log open at C{fd}.
+
+    @raise StateFileError: if it cannot be read, or is not a log.
     """
     try:
-        wal_bytes = os.path.getsize(path + "-wal")
-    except OSError:
-        return
-    if wal_bytes and not (os.path.exists(path) and os.path.getsize(path)):
-        missing = "empty" if os.path.exists(path) else "missing"
-        raise StateFileError(
-            f"{path} is {missing} but {path}-wal holds {wal_bytes} bytes of its "
-            f"commits: put {path} back, or remove {path}-wal to start a new room"
-        )
+        generation, payloads, _ = changelog.read(fd)
+    except OSError as e:
+        raise StateFileError(f"cannot read {path}-changes: {e.strerror}") from None
+    except changelog.BadLog as e:
+        raise StateFileError(f"{path}-changes cannot be used: {e}") from None
+    return generation, payloads
+
+
+def _read_log_at(path):
+    # The changes log beside path, read only: (None, ()) if there is none.
+    try:
+        fd = os.open(path + "-changes", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None, ()
+    except OSError as e:
+        raise StateFileError(f"cannot read {path}-changes: {e.strerror}") from None
+    try:
+        return _read_log(fd, path)
+    finally:
+        os.close(fd)
 
 
 @contextmanager
@@ -376,18 +428,23 @@ def _check_identity(connection, path, whole=False):
             raise StateFileError(f"{path} is damaged ({verdict})")
 
 
-def _read(connection, path, whole=True):
+def _read(connection, path, whole=True, log=(None, ())):
     """
     The room that C{connection}'s file holds, each value checked: C{(next_id,
-    saved_at, members, lines, first)}, with a L{MemberState} per member in
-    join order (its idle timer as saved, its position as version 2 counts
-    it) and C{(sequence, author, line)} per line held, oldest first, from
-    sequence number C{first} on.
+    saved_at, members, lines, first, generation, replayed)}, with a
+    L{MemberState} per member in join order (its idle timer as saved, its
+    position as version 2 counts it) and C{(sequence, author, line)} per
+    line held, oldest first, from sequence number C{first} on: the tables
+    with the records of the changes log applied over them, C{replayed} of
+    them, if the log is of the tables' C{generation}.
 
     @param whole: whether to check the schema too (for a file udpchat did
         not just write itself).
+    @param log: C{(generation, payloads)} from L{changelog.read}, the
+        generation L{None} for no log.
     @raise StateFileError: for a table, a column or a value that udpchat
-        never writes, or rows that contradict each other.
+        never writes, rows that contradict each other, or a log that
+        belongs to another copy of the file.
     """
 
     def refuse(what):
@@ -399,27 +456,60 @@ def _read(connection, path, whole=True):
         columns["members"] = _MEMBER_COLUMNS_1
     elif version == 2:
         columns["members"] = _MEMBER_COLUMNS_2
+    if version < 4:
+        columns["room"] = _COLUMNS["room"][:-1]
     if whole:
         _check_schema(connection, path, columns, refuse)
+
+    def checked(table, names, row, where=""):
+        for column, value in zip(names, row):
+            if not _VALID[column](value):
+                shown = reprlib.repr(value)
+                raise refuse(f"{where}{table} {names[0]} {row[0]!r}: {column} = {shown}")
+        return row
 
     def rows(table):
         names = columns[table]
         for row in connection.execute(f"SELECT {', '.join(names)} FROM {table} ORDER BY 1"):
-            for column, value in zip(names, row):
-                if not _VALID[column](value):
-                    shown = reprlib.repr(value)
-                    raise refuse(f"{table} {names[0]} {row[0]!r}: {column} = {shown}")
-            yield row
+            yield checked(table, names, row)
 
     room = list(rows("room"))
     if len(room) != 1:
         raise refuse(f"{len(room)} rows in the table room")
-    ((_, next_id, saved_at),) = room
+    (next_id, saved_at, *generation) = room[0][1:]
+    generation = generation[0] if generation else 0
+    log_generation, payloads = log
+    if not payloads or log_generation < generation:
+        payloads = ()  # no records, or ones folded into the tables already
+    elif log_generation > generation:
+        raise StateFileError(
+            f"{path}-changes is of generation {log_generation}, {path} of {generation}: "
+            f"they are not the same copy of the room"
+        )
+    by_id = {row[0]: dict(zip(columns["members"], row)) for row in rows("members")}
+    held = {sequence: (author, line) for sequence, author, line in rows("lines")}
+    first = None
+    for number, data in enumerate(payloads, 1):
+        where = f"{path}-changes record {number}: "
+        try:
+            first, next_id, changed, removed, lines = changelog.decode(data)
+        except changelog.BadBatch as e:
+            raise refuse(f"{where}changes that cannot be read ({e})") from None
+        for column, value in (("first", first), ("next_id", next_id)):
+            if not _count(value):
+                raise refuse(f"{where}{column} = {reprlib.repr(value)}")
+        for id in removed:
+            by_id.pop(checked("members", ("id",), (id,), where)[0], None)
+        for row in changed:
+            by_id[row[0]] = dict(zip(_COLUMNS["members"], checked("members", _COLUMNS["members"], row, where)))
+        for row in lines:
+            sequence, author, line = checked("lines", _COLUMNS["lines"], row, where)
+            held[sequence] = (author, line)
     members = []
     sources, names, tokens = set(), set(), set()
-    for row in rows("members"):
-        member = dict(zip(columns["members"], row))
-        id, source, name = member["id"], (member["host"], member["port"]), member["name"]
+    for id in sorted(by_id):
+        member = by_id[id]
+        source, name = (member["host"], member["port"]), member["name"]
         if id >= next_id:
             raise refuse(f"members id {id}, not below room next_id = {next_id}")
         if source in sources:
@@ -440,8 +530,13 @@ def _read(connection, path, whole=True):
                 _session(member, refuse, tokens),
             )
         )
-    lines = list(rows("lines"))
-    first = lines[0][0] if lines else max((member.position for member in members), default=0)
+    if first is None:
+        lines = [(sequence, *held[sequence]) for sequence in sorted(held)]
+        first = lines[0][0] if lines else max((member.position for member in members), default=0)
+    else:
+        # Lines before the log's first are gone; the tables may still
+        # hold them until the next fold.
+        lines = [(sequence, *held[sequence]) for sequence in sorted(held) if sequence >= first]
     for expected_sequence, (sequence, author, _) in enumerate(lines, first):
         if sequence != expected_sequence:
             raise refuse(f"no lines sequence {expected_sequence}, yet a line {sequence}")
@@ -457,7 +552,7 @@ def _read(connection, path, whole=True):
                 f"members id {member.id}: position = {member.position}, "
                 f"beyond the lines held ({first} to {end - 1})"
             )
-    return next_id, saved_at, members, lines, first
+    return next_id, saved_at, members, lines, first, generation, len(payloads)
 
 
 def _session(member, refuse, tokens):
@@ -576,6 +671,75 @@ def _roll_back(connection):
             pass
 
 
+class _Unfolded:
+    """
+    What the changes log holds, merged: the changes committed since the
+    tables were last written, which the next fold writes to them.  Bounded
+    by the room: a member's latest state, the ids removed, the lines still
+    held.
+
+    @ivar rewrite: whether the tables lack more than the changes show (a
+        log left by an earlier run): then C{members} and C{lines} hold the
+        whole room, and the fold writes the tables anew.
+    @ivar batches: how many commits it merges.
+    """
+
+    def __init__(self, members=(), lines=(), first=0, next_id=0, batches=0):
+        self.rewrite = batches > 0
+        self.members = {state.id: state for state in members} if self.rewrite else {}
+        self.lines = deque(lines) if self.rewrite else deque()
+        self.removed = set()
+        self.first = first
+        self.next_id = next_id
+        self.batches = batches
+
+    def add(self, changes):
+        members = self.members
+        for id in changes.removed:
+            members.pop(id, None)
+            self.removed.add(id)
+        for state in changes.members:
+            members[state.id] = state
+        lines = self.lines
+        lines.extend(changes.lines)
+        first = self.first = changes.first
+        while lines and lines[0][0] < first:
+            lines.popleft()
+        self.next_id = changes.next_id
+        self.batches += 1
+
+
+def _fold(connection, unfolded):
+    """
+    Write what C{unfolded} merged into the tables, within the caller's
+    transaction.
+    """
+    if unfolded.rewrite:
+        connection.execute("DELETE FROM members")
+        connection.execute("DELETE FROM lines")
+    elif unfolded.removed:
+        connection.executemany(
+            "DELETE FROM members WHERE id = ?", [(id,) for id in unfolded.removed]
+        )
+    states = unfolded.members.values()
+    plain = [
+        (m.id, *m.source[:2], m.name, m.position, m.dropped, m.last_seen)
+        for m in states
+        if m.session is None
+    ]
+    if plain:
+        connection.executemany(_SAVE_MEMBER, plain)
+    if len(plain) < len(states):
+        connection.executemany(
+            _SAVE_SESSION_MEMBER, [_session_member_row(m) for m in states if m.session is not None]
+        )
+    if unfolded.lines:
+        connection.executemany("INSERT INTO lines VALUES (?, ?, ?)", unfolded.lines)
+    connection.execute("DELETE FROM lines WHERE sequence < ?", (unfolded.first,))
+    # Member numbers are never given out twice, crash or not.
+    connection.execute("UPDATE room SET next_id = ?", (unfolded.next_id,))
+
+
 class Store:
     """
     A room's state file.
@@ -586,22 +750,37 @@ class Store:
     @param shared: whether other connections may read and write the file
         while it is open (tests inject faults that way); otherwise SQLite
         holds it exclusively, which makes each commit cheaper.
+    @param log_bytes: how many bytes of records the changes log
+        (C{PATH-changes}, L{udpchat.changelog}) may hold before a commit
+        folds them into the tables; 0 folds at every commit.
 
-    @ivar lost: L{None}, or why the store commits no more: its file or
-        the file's write-ahead log was deleted or replaced (L{watch}), or
-        the file could not be read back after a failed commit.
+    A commit appends one record to the changes log; a checkpoint, or a log
+    grown to C{log_bytes}, folds the log into the tables in one SQLite
+    transaction (synced to disk, so that the log can then be emptied).
+
+    @ivar lost: L{None}, or why the store commits no more: its file, the
+        file's write-ahead log or its changes log was deleted or replaced
+        (L{watch}), or the file could not be read back after a failed
+        commit.
     """
 
-    def __init__(self, path, synchronous="normal", shared=False):
+    def __init__(self, path, synchronous="normal", shared=False, log_bytes=LOG_BYTES):
         self.path = path
         self.synchronous = synchronous
         self.shared = shared
+        self.log_bytes = log_bytes
         self.lost = None
         self._connection = None
         self._lock = None
-        self._files = None  # (device, inode) of the file and its -wal, opened
+        self._log = None  # the changes log's descriptor
+        self._log_end = 0  # its length
+        self._generation = 0  # the tables', and the log's
+        # (device, inode) of the file, its -wal and its -changes, opened
+        self._files = None
         self._saved_first = 0  # the file holds no line before this one
         self._saved_next_id = 0
+        # What the log holds; None after a failed fold, until revert().
+        self._unfolded = _Unfolded()
 
     def open(self):
         """
@@ -638,17 +817,26 @@ class Store:
                 )
             _check_identity(connection, path)
             (version,) = connection.execute("PRAGMA user_version").fetchone()
-            if version == 1:
-                connection.executescript(f"BEGIN; {_MIGRATE_FROM_1} {_MIGRATE_FROM_2} COMMIT;")
-            elif version == 2:
-                connection.executescript(f"BEGIN; {_MIGRATE_FROM_2} COMMIT;")
+            migrations = (_MIGRATE_FROM_1, _MIGRATE_FROM_2, _MIGRATE_FROM_3)[version - 1 :]
+            if migrations:
+                connection.executescript(f"BEGIN; {' '.join(migrations)} COMMIT;")
             connection.execute("PRAGMA journal_mode = WAL")
             (page_bytes,) = connection.execute("PRAGMA page_size").fetchone()
             connection.execute(f"PRAGMA wal_autocheckpoint = {WAL_BYTES // page_bytes}")
             connection.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
             # SQLite creates the -wal at the first read in WAL mode: now.
             connection.execute("PRAGMA schema_version").fetchone()
-            self._files = (_identity(os.fstat(self._lock)), _identity(os.stat(path + "-wal")))
+            try:
+                self._log = os.open(
+                    path + "-changes", os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
+                )
+            except OSError as e:
+                raise StateFileError(f"cannot open {path}-changes: {e.strerror}") from None
+            self._files = (
+                _identity(os.fstat(self._lock)),
+                _identity(os.stat(path + "-wal")),
+                _identity(os.fstat(self._log)),
+            )
         except BaseException:
             connection.close()
             self._release()
@@ -668,11 +856,28 @@ class Store:
         @raise StateFileError: for a value in the file that udpchat never
             writes.
         """
-        next_id, saved_at, members, lines, first = _read(self._connection, self.path)
+        log = _read_log(self._log, self.path)
+        next_id, saved_at, members, lines, first, generation, replayed = _read(
+            self._connection, self.path, log=log
+        )
         downtime = max(0.0, now - saved_at) if saved_at else 0.0
         if downtime:
             members = [state._replace(last_seen=state.last_seen + downtime) for state in members]
-        self._restore(room, members, lines, first, next_id)
+        self._restore(room, members, lines, first, next_id, replayed)
+        self._generation = generation
+        # The log as it should be: of the tables' generation, with no record
+        # cut short by a crash after the whole ones.
+        try:
+            if replayed:
+                end = changelog.HEADER_BYTES + sum(
+                    changelog.RECORD_BYTES + len(payload) for payload in log[1]
+                )
+                os.ftruncate(self._log, end)
+                self._log_end = end
+            else:
+                self._reset_log(generation)
+        except OSError as e:
+            raise StateFileError(f"cannot write {self.path}-changes: {e.strerror}") from None
 
     def revert(self, room):
         """
@@ -688,7 +893,10 @@ class Store:
         try:
             if connection.in_transaction:
                 raise sqlite3.OperationalError("the failed commit could not be rolled back")
-            next_id, _, members, lines, first = _read(connection, self.path, whole=False)
+            log = _read_log(self._log, self.path)
+            next_id, _, members, lines, first, generation, replayed = _read(
+                connection, self.path, whole=False, log=log
+            )
         except (sqlite3.Error, StateFileError) as e:
             self.lost = f"cannot read {self.path} back after a failed commit ({e})"
             raise StateFileError(self.lost) from None
@@ -698,24 +906,29 @@ class Store:
                 state._replace(last_seen=heard.get(state.id, state.last_seen))
                 for state in members
             ]
-            self._restore(room, members, lines, first, next_id)
+            self._restore(room, members, lines, first, next_id, replayed)
         except Exception as e:
             # A bug; the room is neither as it was nor as it is saved.
             self.lost = f"returning the room to {self.path}'s last commit failed ({e!r})"
             raise
 
-    def _restore(self, room, members, lines, first, next_id):
+    def _restore(self, room, members, lines, first, next_id, replayed):
         room.restore(members, [(author, line) for _, author, line in lines], first, next_id)
         self._saved_first = first
         self._saved_next_id = next_id
+        # A log left by an earlier run: the first fold writes the whole
+        # room, since what the tables lack is known only as the whole.
+        self._unfolded = _Unfolded(members, lines, first, next_id, replayed)
 
     def commit(self, changes, now, checkpoint=False):
         """
-        Save C{changes} (a L{udpchat.room.Changes}) in one transaction, at
-        time C{now}; with C{checkpoint}, the time too, which is otherwise
-        saved only now and then (an older time errs on the side of members:
-        the downtime seems longer, so they stay longer).  A commit that
-        fails saves nothing: L{revert} the room, whose changes are lost.
+        Save C{changes} (a L{udpchat.room.Changes}) at time C{now}: one
+        record appended to the changes log, or, with C{checkpoint} or a full
+        log, everything the log holds written into the tables, with the time
+        (which is otherwise saved only now and then: an older time errs on
+        the side of members: the downtime seems longer, so they stay
+        longer).  A commit that fails saves nothing: L{revert} the room,
+        whose changes are lost.
 
         @return: whether anything was written (something had changed).
         @raise StateWriteError: if the file refused the commit.
@@ -729,38 +942,50 @@ class Store:
             or changes.first != self._saved_first
             or changes.next_id != self._saved_next_id
         ):
-            return False  # nothing changed: no transaction
-        connection = self._connection
+            return False  # nothing changed: nothing to write
+        if checkpoint or self._log_end - changelog.HEADER_BYTES >= self.log_bytes:
+            unfolded, self._unfolded = self._unfolded, None
+            unfolded.add(changes)
+            self._fold(unfolded, now if checkpoint else None)
+            self._unfolded = _Unfolded()
+        else:
+            self._append(changelog.record(changelog.encode(changes)))
+            self._unfolded.add(changes)
+        self._saved_first = changes.first
+        self._saved_next_id = changes.next_id
+        return True
+
+    def _append(self, record):
+        log = self._log
         try:
+            if os.write(log, record) != len(record):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            if self.synchronous == "full":
+                os.fdatasync(log)
+        except OSError as e:
+            try:
+                os.ftruncate(log, self._log_end)
+            except OSError as cut:
+                self.lost = f"cannot cut {self.path}-changes back after a failed write ({cut.strerror})"
+                raise StateFileError(self.lost) from None
+            # A full disk, an I/O error: not a bug.
+            raise StateWriteError(e.strerror) from e
+        self._log_end += len(record)
+
+    def _fold(self, unfolded, now):
+        # Write the tables, synced, in the next generation; then empty the
+        # log, which is of the last one: should the server stop in between,
+        # the log's generation shows that the tables hold it already.
+        connection = self._connection
+        generation = self._generation + 1
+        try:
+            if self.synchronous != "full":
+                connection.execute("PRAGMA synchronous = FULL")
             connection.execute("BEGIN")
-            if changes.removed:
-                connection.executemany(
-                    "DELETE FROM members WHERE id = ?", [(id,) for id in changes.removed]
-                )
-            if changes.members:
-                plain = [
-                    (m.id, *m.source[:2], m.name, m.position, m.dropped, m.last_seen)
-                    for m in changes.members
-                    if m.session is None
-                ]
-                if plain:
-                    connection.executemany(_SAVE_MEMBER, plain)
-                if len(plain) < len(changes.members):
-                    connection.executemany(
-                        _SAVE_SESSION_MEMBER,
-                        [_session_member_row(m) for m in changes.members if m.session is not None],
-                    )
-            if changes.lines:
-                connection.executemany("INSERT INTO lines VALUES (?, ?, ?)", changes.lines)
-            if changes.first != self._saved_first:
-                connection.execute("DELETE FROM lines WHERE sequence < ?", (changes.first,))
-            if checkpoint:
-                connection.execute(
-                    "UPDATE room SET next_id = ?, saved_at = ?", (changes.next_id, now)
-                )
-            elif changes.next_id != self._saved_next_id:
-                # Member numbers are never given out twice, crash or not.
-                connection.execute("UPDATE room SET next_id = ?", (changes.next_id,))
+            _fold(connection, unfolded)
+            connection.execute("UPDATE room SET generation = ?", (generation,))
+            if now is not None:
+                connection.execute("UPDATE room SET saved_at = ?", (now,))
             connection.execute("COMMIT")
         except BaseException as e:
             _roll_back(connection)
@@ -768,18 +993,38 @@ class Store:
             if isinstance(e, sqlite3.OperationalError) or type(e) is sqlite3.DatabaseError:
                 raise StateWriteError(str(e)) from e
             raise
-        self._saved_first = changes.first
-        self._saved_next_id = changes.next_id
-        return True
+        finally:
+            if self.synchronous != "full":
+                try:
+                    connection.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
+                except sqlite3.Error:
+                    pass  # the next fold sets FULL again; commits do not read it
+        self._generation = generation
+        try:
+            self._reset_log(generation)
+        except OSError as e:
+            self.lost = f"cannot empty {self.path}-changes ({e.strerror})"
+            raise StateFileError(self.lost) from None
+
+    def _reset_log(self, generation):
+        log = self._log
+        os.ftruncate(log, 0)
+        self._log_end = 0
+        os.write(log, changelog.header(generation))
+        self._log_end = changelog.HEADER_BYTES
+        if self.synchronous == "full":
+            os.fdatasync(log)
 
     def watch(self):
         """
-        Whether the file and its write-ahead log are still the ones opened,
-        at their names: L{None} if so, else what became of them (the store
-        is then L{lost}).  Two C{stat} calls: for a timer, not every commit.
+        Whether the file, its write-ahead log and its changes log are still
+        the ones opened, at their names: L{None} if so, else what became of
+        them (the store is then L{lost}).  Three C{stat} calls: for a timer,
+        not every commit.
         """
         if self.lost is None and self._files is not None:
-            for name, opened in zip((self.path, self.path + "-wal"), self._files):
+            names = (self.path, self.path + "-wal", self.path + "-changes")
+            for name, opened in zip(names, self._files):
                 try:
                     identity = _identity(os.stat(name))
                 except FileNotFoundError:
@@ -798,8 +1043,8 @@ class Store:
         Close the file, and release its lock; L{open} may open it again.
 
         @return: whether the file at L{path} holds every commit: not if it
-            was deleted or replaced (a -wal that was is written back into
-            the file first, if that is still there).
+            was deleted or replaced (a -wal or -changes that was is written
+            back into the file first, if that is still there).
         """
         connection, self._connection = self._connection, None
         kept = True
@@ -807,17 +1052,39 @@ class Store:
             if self.lost is not None:
                 kept = self._write_back(connection)
             connection.close()
+        if self._log is not None:
+            if self.lost is None and self._log_end <= changelog.HEADER_BYTES:
+                # Folded: the file holds the room alone (as after SQLite's
+                # own checkpoint, which removes the -wal on closing).
+                try:
+                    os.unlink(self.path + "-changes")
+                except OSError:
+                    pass  # an empty log is harmless
+            os.close(self._log)
+            self._log = None
         self._release()
         return kept
 
     def _write_back(self, connection):
-        # SQLite still holds the write-ahead log it opened, deleted or not:
-        # copy its commits into the file, if that is still at its name.
+        # SQLite still holds the write-ahead log it opened, deleted or not,
+        # and the store what the changes log holds: copy both into the file,
+        # if that is still at its name.
         try:
             if _identity_at(self.path) != self._files[0]:
                 return False
+            unfolded = self._unfolded
+            if unfolded is None:
+                # A fold failed: only the log knows what it holds.
+                if _identity_at(self.path + "-changes") != self._files[2]:
+                    return False
+            elif unfolded.batches:
+                connection.execute("BEGIN")
+                _fold(connection, unfolded)
+                connection.execute("UPDATE room SET generation = ?", (self._generation + 1,))
+                connection.execute("COMMIT")
             (busy, _, _) = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         except (OSError, sqlite3.Error):
+            _roll_back(connection)
             return False
         return busy == 0
 
