@@ -995,8 +995,8 @@ class JournalTests(StoreTestCase):
 
 class WatchTests(StoreTestCase):
     """
-    L{Store.watch} notices a file or write-ahead log deleted or replaced
-    under an open store, which then commits no more.
+    L{Store.watch} notices a file, its write-ahead log or its changes log
+    deleted or replaced under an open store, which then commits no more.
     """
 
     def setUp(self):
@@ -1016,7 +1016,8 @@ class WatchTests(StoreTestCase):
         self.room.receive(self.A, b"2 two", 0)
         with self.assertRaises(StateFileError) as caught:
             commit(self.saved, self.room)
-        return (said, str(caught.exception), self.saved.close()) == (reason, reason, reason.endswith("-wal was deleted"))
+        kept = reason.endswith(("-wal was deleted", "-changes was deleted"))
+        return (said, str(caught.exception), self.saved.close()) == (reason, reason, kept)
 
     def test_files_in_place(self):
         """While nothing happened to the files, there is nothing to say."""
@@ -1043,6 +1044,16 @@ class WatchTests(StoreTestCase):
         self.assertEqual(
             state(read_back(self.path)),
             ([(self.A, "Al"), (self.B, "Bo")], {self.A: [b"Bo has joined"], self.B: [b"Al: one"]}, 2),
+        )
+
+
+    def test_deleted_changes_log_is_written_back(self):
+        """A deleted -changes is noticed; closing writes what it held into the file."""
+        os.unlink(self.path + "-changes")
+        self.assertTrue(self.after(f"{self.path}-changes was deleted"))
+        self.assertEqual(
+            (os.path.exists(self.path + "-changes"), state(read_back(self.path))),
+            (False, ([(self.A, "Al"), (self.B, "Bo")], {self.A: [b"Bo has joined"], self.B: [b"Al: one"]}, 2)),
         )
 
 

@@ -58,7 +58,7 @@ LOG_BYTES = 4 * 1024 * 1024
 """
 The most bytes of records the changes log holds before a commit folds it
 into the tables (checkpoints fold it too): what loading replays stays
-bounded, a second or so of commits at full load.
+bounded, a few seconds of commits at full load.
 """
 
 # A member that joined with 1 Name: its address never changes, and it has
