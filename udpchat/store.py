@@ -322,7 +322,7 @@ def check(path):
     try:
         with _reading(path) as connection:
             _check_identity(connection, path, whole=True)
-            _read(connection, path, log=log)
+            _read(connection, path, log=log[:2])
     except sqlite3.Error as e:
         raise StateFileError(f"{path} is not a udpchat state file ({e})") from None
 
@@ -350,25 +350,25 @@ def _check_journal(path):
 
 def _read_log(fd, path):
     """
-    C{(generation, payloads)} of the changes log open at C{fd}.
+    C{(generation, payloads, end)} of the changes log open at C{fd}
+    (L{changelog.read}).
 
     @raise StateFileError: if it cannot be read, or is not a log.
     """
     try:
-        generation, payloads, _ = changelog.read(fd)
+        return changelog.read(fd)
     except OSError as e:
         raise StateFileError(f"cannot read {path}-changes: {e.strerror}") from None
     except changelog.BadLog as e:
         raise StateFileError(f"{path}-changes cannot be used: {e}") from None
-    return generation, payloads
 
 
 def _read_log_at(path):
-    # The changes log beside path, read only: (None, ()) if there is none.
+    # The changes log beside path, read only, as _read_log() reads it.
     try:
         fd = os.open(path + "-changes", os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        return None, ()
+        return None, [], 0
     except OSError as e:
         raise StateFileError(f"cannot read {path}-changes: {e.strerror}") from None
     try:
@@ -856,9 +856,9 @@ class Store:
         @raise StateFileError: for a value in the file that udpchat never
             writes.
         """
-        log = _read_log(self._log, self.path)
+        log_generation, payloads, end = _read_log(self._log, self.path)
         next_id, saved_at, members, lines, first, generation, replayed = _read(
-            self._connection, self.path, log=log
+            self._connection, self.path, log=(log_generation, payloads)
         )
         downtime = max(0.0, now - saved_at) if saved_at else 0.0
         if downtime:
@@ -869,9 +869,6 @@ class Store:
         # cut short by a crash after the whole ones.
         try:
             if replayed:
-                end = changelog.HEADER_BYTES + sum(
-                    changelog.RECORD_BYTES + len(payload) for payload in log[1]
-                )
                 os.ftruncate(self._log, end)
                 self._log_end = end
             else:
@@ -895,7 +892,7 @@ class Store:
                 raise sqlite3.OperationalError("the failed commit could not be rolled back")
             log = _read_log(self._log, self.path)
             next_id, _, members, lines, first, generation, replayed = _read(
-                connection, self.path, whole=False, log=log
+                connection, self.path, whole=False, log=log[:2]
             )
         except (sqlite3.Error, StateFileError) as e:
             self.lost = f"cannot read {self.path} back after a failed commit ({e})"
